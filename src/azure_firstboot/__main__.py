@@ -1,0 +1,5 @@
+import sys
+
+from azure_firstboot.cli import main
+
+sys.exit(main())
