@@ -7,7 +7,8 @@ VERSION   := $(shell sed -n 's/^version *= *//p' setup.cfg)
 export PYTHONDONTWRITEBYTECODE = 1
 # Packaging tools must see Debian's python3, not a pyenv/venv one.
 SYSPATH   := /usr/sbin:/usr/bin:/sbin:/bin
-CACHE_DIR ?= $(CURDIR)/.cache
+CACHE_DIR ?= /var/cache/azure-firstboot-test
+export CACHE_DIR
 
 .PHONY: all check test vermin check-version demo bench \
         deb deb-stdeb rpm lint pkg-check vm-check vm-test clean
