@@ -1,0 +1,93 @@
+"""Commands for people: status (one screen, or --json) and deprovision
+(prepare an image for capture)."""
+
+import glob
+import os
+
+from azure_firstboot import __version__, log, state as st
+
+
+def status(ctx, as_json):
+    ident = ctx.identity
+    records = st.State(ctx.paths, ident.vm_id) if ident.vm_id else None
+    marker = records.provisioned() if records else None
+    steps = {step: (records.result(step) if records else None) for step in st.STEPS}
+    doc = {
+        "version": __version__,
+        "vm_id": ident.vm_id,
+        "vm_id_problem": ident.problem,
+        "on_azure": ident.on_azure,
+        "assume_azure": ctx.config[("provisioning", "assume_azure")],
+        "chassis_asset_tag": ident.asset_tag,
+        "provisioned": marker is not None,
+        "marker": marker,
+        "steps": steps,
+    }
+    if as_json:
+        import json
+
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    lines = ["azure-firstboot %s" % __version__,
+             "VM id:        %s" % (ident.vm_id or "unknown (%s)" % ident.problem),
+             "on Azure:     %s%s" % ("yes" if ident.on_azure else "no",
+                                     " (assume_azure = yes)" if doc["assume_azure"] else ""),
+             "provisioned:  %s" % ("yes: Ready reported for incarnation %s at %s" % (
+                 marker.get("incarnation"), marker.get("time")) if marker else "no")]
+    for step in st.STEPS:
+        entry = steps[step]
+        if entry is None:
+            text = "not run for this VM"
+        else:
+            extra = entry.get("reason") or ", ".join(
+                "%s %s" % (k, entry[k]) for k in ("endpoint", "hostname", "incarnation", "published")
+                if entry.get(k))
+            text = "%s at %s%s" % (entry.get("result"), entry.get("time"), ": " + extra if extra else "")
+        lines.append("%-13s %s" % (step + ":", text))
+    print("\n".join(lines))
+    return 0
+
+
+def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases):
+    """Remove this package's state; with flags also the machine's identity."""
+    paths = ctx.paths
+    actions = []
+    for pattern in (st.STATE_DIR + "/*", st.RUN_DIR + "/*"):
+        actions += [("remove", p) for p in sorted(glob.glob(paths(pattern)))]
+    if machine_id:
+        actions.append(("truncate", paths("/etc/machine-id")))
+        dbus = paths("/var/lib/dbus/machine-id")
+        if os.path.isfile(dbus) and not os.path.islink(dbus):
+            actions.append(("remove", dbus))
+    if ssh_host_keys:
+        actions += [("remove", p) for p in sorted(glob.glob(paths("/etc/ssh/ssh_host_*key*")))]
+    if hostname:
+        actions.append(("truncate", paths("/etc/hostname")))
+    if leases:
+        for pattern in ("/var/lib/dhcp/*.leases", "/var/lib/dhclient/*.lease*",
+                        "/var/lib/NetworkManager/*.lease", "/run/systemd/netif/leases/*"):
+            actions += [("remove", p) for p in sorted(glob.glob(paths(pattern)))]
+    if not actions:
+        log.info("nothing to remove")
+        return 0
+    failed = 0
+    for verb, path in actions:
+        if dry_run:
+            log.info("would %s %s" % (verb, path))
+            continue
+        try:
+            if verb == "truncate":
+                if os.path.exists(path):
+                    st.write_atomic(path, b"")
+            elif os.path.isdir(path) and not os.path.islink(path):
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except OSError as exc:
+            log.error("cannot %s %s: %s" % (verb, path, exc.strerror))
+            failed += 1
+            continue
+        log.info("%s %s" % ("removed" if verb == "remove" else "truncated", path))
+    return 1 if failed else 0

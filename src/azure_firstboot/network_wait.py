@@ -1,0 +1,68 @@
+"""Unit 1, network-wait: find the WireServer and wait (bounded) until it
+accepts a TCP connection.  Records the endpoint for the later units.
+
+Path: this file -> transport.can_connect -> system.lease_endpoint.
+"""
+
+import time
+
+from azure_firstboot import log, protocol, system, transport
+
+STEP = "network-wait"
+
+
+def wireserver_endpoint(ctx, wait):
+    """(host, port, source): the configured endpoint, else DHCP option 245
+    from the lease files, else 168.63.129.16.  With ``wait``, give a lease
+    up to one second to appear when there is none at all."""
+    configured = ctx.config[("wireserver", "endpoint")]
+    if configured != "auto":
+        host, port = protocol.split_endpoint(configured)
+        return host, port, "configuration"
+    end = time.monotonic() + (1.0 if wait else 0.0)
+    while True:
+        address = system.lease_endpoint(ctx.paths, time.time())
+        if address:
+            return address, 80, "DHCP option 245"
+        if time.monotonic() >= end or system.any_lease(ctx.paths):
+            return protocol.WIRESERVER_DEFAULT, 80, "default address"
+        time.sleep(0.1)
+
+
+def recorded_endpoint(ctx):
+    """The endpoint network-wait found in this boot, else a fresh lookup."""
+    text = ctx.state.boot_flag("endpoint")
+    if text:
+        try:
+            host, port = protocol.split_endpoint(text)
+            return host, port, "network-wait"
+        except ValueError:
+            pass
+    return wireserver_endpoint(ctx, wait=False)
+
+
+def run(ctx):
+    state = ctx.start(STEP)
+    host, port, source = wireserver_endpoint(ctx, wait=True)
+    limit = ctx.config[("provisioning", "network_timeout")]
+    deadline = transport.Deadline(limit)
+    started = time.monotonic()
+    last_note = started
+    log.info("waiting up to %d s for the WireServer at %s:%d (%s)" % (limit, host, port, source))
+    while not transport.can_connect(host, port, min(2.0, max(0.05, deadline.remaining()))):
+        if deadline.remaining() <= 0:
+            reason = "WireServer %s:%d not reachable within %d s" % (host, port, limit)
+            state.record(STEP, "failed", reason=reason, endpoint="%s:%d" % (host, port))
+            log.error(reason)
+            return 1
+        if time.monotonic() - last_note >= 5:
+            last_note = time.monotonic()
+            log.info("still waiting for %s:%d to accept a connection (%.0f s)" % (
+                host, port, last_note - started))
+        time.sleep(min(0.25, max(0.0, deadline.remaining())))
+    endpoint = "%s:%d" % (host, port)
+    state.set_boot_flag("endpoint", endpoint)
+    state.record(STEP, "ok", endpoint=endpoint, source=source,
+                 waited=round(time.monotonic() - started, 3))
+    log.info("WireServer %s reachable after %.1f s" % (endpoint, time.monotonic() - started))
+    return 0

@@ -1,0 +1,305 @@
+"""The Azure protocol as pure functions: bytes and text in, values out.
+
+Nothing here touches a socket, a file or the clock (callers pass ``now``),
+so every rule of the wire format is tested without a network.
+"""
+
+import re
+
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+WIRESERVER_DEFAULT = "168.63.129.16"
+IMDS_DEFAULT = "169.254.169.254"
+WIRE_PROTOCOL_VERSION = "2012-11-30"
+IMDS_API_VERSION = "2021-02-01"
+GOAL_STATE_PATH = "/machine/?comp=goalstate"
+HEALTH_PATH = "/machine?comp=health"
+IMDS_INSTANCE_PATH = "/metadata/instance?api-version=" + IMDS_API_VERSION
+DESCRIPTION_MAX = 512
+
+
+class ProtocolError(Exception):
+    """A document from the fabric (or a value in it) is unusable."""
+
+
+# ---------------------------------------------------------------- XML input
+
+_GOAL_STATE_FIELDS = {
+    ("GoalState", "Incarnation"): "incarnation",
+    ("GoalState", "Container", "ContainerId"): "container_id",
+    ("GoalState", "Container", "RoleInstanceList", "RoleInstance", "InstanceId"): "instance_id",
+}
+_ERROR_FIELDS = {("Error", "Code"): "code", ("Error", "Message"): "message"}
+
+
+def _refuse(*_args):
+    raise ProtocolError("refusing XML with a DOCTYPE or entity declaration")
+
+
+def _collect(data, fields):
+    """Return {name: text} of the first element at each path in ``fields``.
+
+    Uses expat directly (cheap to import, no tree built).  Namespace prefixes
+    are dropped, unknown elements, attributes, order and whitespace are
+    ignored; DOCTYPE and entity declarations are refused outright.
+    """
+    from xml.parsers import expat
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = _refuse
+    parser.EntityDeclHandler = _refuse
+    parser.UnparsedEntityDeclHandler = _refuse
+    parser.ExternalEntityRefHandler = _refuse
+    stack = []
+    found = {}
+    current = []
+
+    def start(name, _attrs):
+        stack.append(name.rpartition(":")[2])
+        current.append([] if tuple(stack) in fields else None)
+
+    def end(_name):
+        key = tuple(stack)
+        buf = current.pop()
+        if buf is not None and fields[key] not in found:
+            found[fields[key]] = "".join(buf).strip()
+        stack.pop()
+
+    def text(chunk):
+        if current and current[-1] is not None:
+            current[-1].append(chunk)
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise ProtocolError("malformed XML: %s" % exc)
+    return found
+
+
+class GoalState(object):
+    __slots__ = ("incarnation", "container_id", "instance_id")
+
+    def __init__(self, incarnation, container_id, instance_id):
+        self.incarnation = incarnation
+        self.container_id = container_id
+        self.instance_id = instance_id
+
+    def __repr__(self):
+        return "GoalState(incarnation=%r, container_id=%r, instance_id=%r)" % (
+            self.incarnation, self.container_id, self.instance_id)
+
+
+_ID_OK = re.compile(r"^[A-Za-z0-9._:/+=-]{1,256}$")
+
+
+def parse_goal_state(data):
+    """Goal state XML (bytes) -> GoalState.  ``instance_id`` is None when the
+    document has no RoleInstance (the fabric sometimes sends that shape;
+    the caller fetches again)."""
+    found = _collect(data, _GOAL_STATE_FIELDS)
+    for key in ("incarnation", "container_id"):
+        if not found.get(key):
+            raise ProtocolError("goal state has no %s" % key.replace("_", " "))
+    if not found["incarnation"].isdigit():
+        raise ProtocolError("goal state incarnation is not a number: %r" % found["incarnation"][:40])
+    for key in ("container_id", "instance_id"):
+        value = found.get(key)
+        if value is not None and not _ID_OK.match(value):
+            raise ProtocolError("goal state %s has unexpected characters: %r" % (
+                key.replace("_", " "), value[:80]))
+    return GoalState(found["incarnation"], found["container_id"], found.get("instance_id") or None)
+
+
+def parse_error_body(data):
+    """A WireServer ``<Error>`` body -> short text, or '' when it is not one."""
+    try:
+        found = _collect(data, _ERROR_FIELDS)
+    except ProtocolError:
+        return ""
+    return ": ".join(v for v in (found.get("code"), found.get("message")) if v)
+
+
+# --------------------------------------------------------------- XML output
+
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_escape(text):
+    text = _XML_INVALID.sub("?", text)
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&apos;"))
+
+
+def health_document(goal_state, failure=None):
+    """GoalState -> Health XML (bytes).  ``failure`` (a reason) turns the
+    report into NotReady/ProvisioningFailed with the reason, cut to
+    DESCRIPTION_MAX characters *before* escaping, as its Description."""
+    if failure is None:
+        health = "<State>Ready</State>"
+    else:
+        description = " ".join(failure.split())[:DESCRIPTION_MAX]
+        health = ("<State>NotReady</State><Details><SubStatus>ProvisioningFailed</SubStatus>"
+                  "<Description>%s</Description></Details>" % xml_escape(description))
+    doc = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<Health xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+        ' xmlns:xsd="http://www.w3.org/2001/XMLSchema">'
+        "<GoalStateIncarnation>%s</GoalStateIncarnation>"
+        "<Container><ContainerId>%s</ContainerId><RoleInstanceList><Role>"
+        "<InstanceId>%s</InstanceId><Health>%s</Health>"
+        "</Role></RoleInstanceList></Container></Health>"
+    ) % (xml_escape(goal_state.incarnation), xml_escape(goal_state.container_id),
+         xml_escape(goal_state.instance_id), health)
+    return doc.encode("utf-8")
+
+
+# --------------------------------------------------------------------- IMDS
+
+def parse_imds_instance(data):
+    """IMDS instance JSON (bytes) -> (computerName, vmId).
+
+    Raises ProtocolError when the document or the fields are unusable.  The
+    host name comes from compute.osProfile.computerName, never compute.name
+    (the resource name, e.g. 'vmss_3' on scale sets)."""
+    import json
+
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("IMDS instance document is not JSON: %s" % str(exc)[:80])
+    compute = doc.get("compute") if isinstance(doc, dict) else None
+    if not isinstance(compute, dict):
+        raise ProtocolError("IMDS instance document has no compute object")
+    profile = compute.get("osProfile")
+    name = profile.get("computerName") if isinstance(profile, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ProtocolError("IMDS compute.osProfile.computerName is missing or empty")
+    vm_id = compute.get("vmId")
+    return name, (vm_id.lower() if isinstance(vm_id, str) else None)
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def hostname_problem(name):
+    """None if ``name`` is a valid RFC 1123 host name (at most 64 characters),
+    else a one-line reason.  The name is shown with repr() so that nothing in
+    it is interpreted by a terminal."""
+    shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
+    if len(name) > 64:
+        return "computerName %s is %d characters long; a host name has at most 64" % (shown, len(name))
+    if not all(_LABEL.match(label) for label in name.split(".")):
+        return ("computerName %s is not a valid host name (labels of letters, digits and '-', "
+                "1-63 characters, not starting or ending with '-')" % shown)
+    return None
+
+
+# -------------------------------------------------------------- VM identity
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def normalize_vm_id(text):
+    """product_uuid text -> lower-case UUID, or None when it is not one."""
+    value = text.strip().lower()
+    return value if _UUID.match(value) else None
+
+
+def gen1_swap(vm_id):
+    """Byte-swap the first three groups (how Gen1 VMs expose the id in SMBIOS)."""
+    a, b, c, rest = vm_id.split("-", 3)
+
+    def swap(group):
+        return "".join(reversed([group[i:i + 2] for i in range(0, len(group), 2)]))
+
+    return "-".join((swap(a), swap(b), swap(c), rest))
+
+
+def same_vm(smbios_id, imds_id):
+    return imds_id in (smbios_id, gen1_swap(smbios_id))
+
+
+# ----------------------------------------------------------- DHCP leases
+
+def _ip_from_bytes(raw):
+    if len(raw) != 4:
+        return None
+    return ".".join(str(b) for b in raw)
+
+
+def networkd_option_245(text):
+    """A systemd-networkd lease file -> WireServer address, or None."""
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "OPTION_245":
+            value = value.strip()
+            try:
+                return _ip_from_bytes(bytes.fromhex(value))
+            except ValueError:
+                return None
+    return None
+
+
+_LEASE_BLOCK = re.compile(r"lease\s*\{(.*?)\}", re.S)
+_OPT_245 = re.compile(r"option\s+unknown-245\s+([^;]+);")
+_EXPIRE = re.compile(r"expire\s+(?:\d\s+(\d{4})/(\d{1,2})/(\d{1,2})\s+(\d{1,2}):(\d{2}):(\d{2})|(never))\s*;")
+
+
+def _decode_245(value):
+    value = value.strip()
+    if value.startswith('"') and value.endswith('"'):
+        # dhclient's escaped-string form, e.g. "\250?\201\020"
+        raw = bytearray()
+        body = value[1:-1]
+        i = 0
+        while i < len(body):
+            octal = body[i + 1:i + 4]
+            if body[i] == "\\" and len(octal) == 3 and all(c in "01234567" for c in octal):
+                raw.append(int(octal, 8) & 0xFF)
+                i += 4
+            elif body[i] == "\\" and i + 1 < len(body):
+                raw.append(ord(body[i + 1]) & 0xFF)
+                i += 2
+            else:
+                raw.append(ord(body[i]) & 0xFF)
+                i += 1
+        return _ip_from_bytes(bytes(raw))
+    try:
+        return _ip_from_bytes(bytes(int(part, 16) for part in value.split(":")))
+    except ValueError:
+        return None
+
+
+def dhclient_option_245(text, now):
+    """dhclient lease file text -> option 245 address of the last lease that
+    has not expired at ``now`` (seconds since the epoch, UTC), or None."""
+    import calendar
+
+    best = None
+    for block in _LEASE_BLOCK.findall(text):
+        opt = _OPT_245.search(block)
+        if not opt:
+            continue
+        exp = _EXPIRE.search(block)
+        if exp and not exp.group(7):
+            year, month, day, hour, minute, second = (int(g) for g in exp.groups()[:6])
+            if calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) <= now:
+                continue
+        address = _decode_245(opt.group(1))
+        if address:
+            best = address
+    return best
+
+
+def split_endpoint(text, default_port=80):
+    """'host[:port]' -> (host, port); ValueError with a reason otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = text.strip(), str(default_port)
+    if not host or not re.match(r"^[A-Za-z0-9.-]+$", host):
+        raise ValueError("%r is not host[:port]" % text)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("%r has a bad port" % text)
+    return host, int(port)

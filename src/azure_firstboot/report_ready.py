@@ -1,0 +1,103 @@
+"""Unit 3, report-ready: goal state -> Health document -> WireServer.
+
+Ready when provisioning went well, NotReady/ProvisioningFailed with the
+reason when a step failed.  The "provisioned" marker is written only after
+the WireServer acknowledged Ready.  On 410 Gone (the goal state changed
+under us) a fresh goal state is fetched and the report rebuilt.
+
+Path: this file -> protocol (parse, build) -> transport.
+"""
+
+import time
+
+from azure_firstboot import __version__, log, network_wait, protocol, transport
+
+STEP = "report-ready"
+OK = (200, 201, 202)
+GOAL_STATE_TRIES = 6
+
+
+def _headers():
+    return [("x-ms-version", protocol.WIRE_PROTOCOL_VERSION),
+            ("x-ms-agent-name", "azure-firstboot/" + __version__)]
+
+
+def fetch_goal_state(host, port, deadline):
+    """The current goal state with a RoleInstance; refetches (0.5 s apart)
+    when one is missing or unusable, up to GOAL_STATE_TRIES times."""
+    problem = None
+    for attempt in range(1, GOAL_STATE_TRIES + 1):
+        if attempt > 1:
+            log.info("goal state: %s; fetching again (%d/%d)" % (problem, attempt, GOAL_STATE_TRIES))
+            if deadline.remaining() <= 0.5:
+                break
+            time.sleep(0.5)
+        response = transport.call(host, port, "GET", protocol.GOAL_STATE_PATH, "goal state",
+                                  deadline, headers=_headers())
+        if response.status != 200:
+            problem = "HTTP %d %s" % (response.status, response.reason)
+            continue
+        try:
+            goal_state = protocol.parse_goal_state(response.body)
+        except protocol.ProtocolError as exc:
+            problem = str(exc)
+            continue
+        if goal_state.instance_id is None:
+            problem = "no RoleInstance in the document"
+            continue
+        return goal_state
+    raise protocol.ProtocolError("no usable goal state: %s" % problem)
+
+
+def report(host, port, deadline, failure):
+    """Post the health report until the WireServer accepts it; returns the
+    goal state it was built from."""
+    while True:
+        goal_state = fetch_goal_state(host, port, deadline)
+        body = protocol.health_document(goal_state, failure)
+        response = transport.call(
+            host, port, "POST", protocol.HEALTH_PATH, "health report", deadline,
+            headers=_headers() + [("Content-Type", "text/xml;charset=utf-8")], body=body)
+        if response.status in OK:
+            return goal_state
+        detail = protocol.parse_error_body(response.body)
+        if response.status == 410:
+            log.info("health report for incarnation %s is stale (HTTP 410%s); "
+                     "fetching a fresh goal state" % (goal_state.incarnation,
+                                                     ": " + detail if detail else ""))
+            continue
+        raise protocol.ProtocolError("WireServer refused the health report: HTTP %d %s%s" % (
+            response.status, response.reason, " (%s)" % detail if detail else ""))
+
+
+def run(ctx):
+    state = ctx.start(STEP)
+    failure = None
+    hostname = state.result("hostname")
+    if hostname and hostname.get("result") == "failed":
+        failure = "hostname: %s" % hostname.get("reason", "failed")
+    host, port, source = network_wait.recorded_endpoint(ctx)
+    deadline = transport.Deadline(ctx.config[("provisioning", "deadline")])
+    what = "Ready" if failure is None else "NotReady/ProvisioningFailed"
+    log.info("reporting %s to the WireServer at %s:%d (%s)" % (what, host, port, source))
+    started = time.monotonic()
+    try:
+        goal_state = report(host, port, deadline, failure)
+    except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
+        reason = "could not report %s: %s" % (what, exc)
+        state.record(STEP, "failed", reason=reason, endpoint="%s:%d" % (host, port))
+        log.error(reason)
+        return 1
+    details = dict(endpoint="%s:%d" % (host, port), incarnation=goal_state.incarnation,
+                   container_id=goal_state.container_id, instance_id=goal_state.instance_id,
+                   reported=what, seconds=round(time.monotonic() - started, 3))
+    if failure is not None:
+        state.record(STEP, "failed", reason="reported ProvisioningFailed: " + failure, **details)
+        log.error("reported ProvisioningFailed (incarnation %s): %s" % (goal_state.incarnation, failure))
+        return 1
+    state.mark_provisioned(goal_state.incarnation)
+    state.record(STEP, "ok", **details)
+    log.info("Ready acknowledged for incarnation %s (container %s, instance %s) in %.1f s" % (
+        goal_state.incarnation, goal_state.container_id, goal_state.instance_id,
+        time.monotonic() - started))
+    return 0
