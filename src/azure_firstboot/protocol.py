@@ -4,8 +4,6 @@ Nothing here touches a socket, a file or the clock (callers pass ``now``),
 so every rule of the wire format is tested without a network.
 """
 
-import re
-
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 WIRESERVER_DEFAULT = "168.63.129.16"
 IMDS_DEFAULT = "169.254.169.254"
@@ -91,7 +89,12 @@ class GoalState(object):
             self.incarnation, self.container_id, self.instance_id)
 
 
-_ID_OK = re.compile(r"^[A-Za-z0-9._:/+=-]{1,256}$")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ID_CHARS = _ALNUM | frozenset("._:/+=-")
+
+
+def _id_ok(value):
+    return 0 < len(value) <= 256 and set(value) <= _ID_CHARS
 
 
 def parse_goal_state(data):
@@ -106,7 +109,7 @@ def parse_goal_state(data):
         raise ProtocolError("goal state incarnation is not a number: %r" % found["incarnation"][:40])
     for key in ("container_id", "instance_id"):
         value = found.get(key)
-        if value is not None and not _ID_OK.match(value):
+        if value is not None and not _id_ok(value):
             raise ProtocolError("goal state %s has unexpected characters: %r" % (
                 key.replace("_", " "), value[:80]))
     return GoalState(found["incarnation"], found["container_id"], found.get("instance_id") or None)
@@ -123,11 +126,12 @@ def parse_error_body(data):
 
 # --------------------------------------------------------------- XML output
 
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# characters XML 1.0 cannot carry, replaced by '?'
+_XML_INVALID = dict.fromkeys([c for c in range(32) if c not in (9, 10, 13)] + [0xFFFE, 0xFFFF], "?")
 
 
 def xml_escape(text):
-    text = _XML_INVALID.sub("?", text)
+    text = text.translate(_XML_INVALID)
     return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&apos;"))
 
@@ -180,7 +184,12 @@ def parse_imds_instance(data):
     return name, (vm_id.lower() if isinstance(vm_id, str) else None)
 
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_LABEL_CHARS = _ALNUM | frozenset("-")
+
+
+def _label_ok(label):
+    return (0 < len(label) <= 63 and set(label) <= _LABEL_CHARS
+            and not label.startswith("-") and not label.endswith("-"))
 
 
 def hostname_problem(name):
@@ -190,7 +199,7 @@ def hostname_problem(name):
     shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
     if len(name) > 64:
         return "computerName %s is %d characters long; a host name has at most 64" % (shown, len(name))
-    if not all(_LABEL.match(label) for label in name.split(".")):
+    if not all(_label_ok(label) for label in name.split(".")):
         return ("computerName %s is not a valid host name (labels of letters, digits and '-', "
                 "1-63 characters, not starting or ending with '-')" % shown)
     return None
@@ -198,13 +207,16 @@ def hostname_problem(name):
 
 # -------------------------------------------------------------- VM identity
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HEX = frozenset("0123456789abcdef")
 
 
 def normalize_vm_id(text):
     """product_uuid text -> lower-case UUID, or None when it is not one."""
     value = text.strip().lower()
-    return value if _UUID.match(value) else None
+    groups = value.split("-")
+    if [len(g) for g in groups] == [8, 4, 4, 4, 12] and set("".join(groups)) <= _HEX:
+        return value
+    return None
 
 
 def gen1_swap(vm_id):
@@ -242,9 +254,9 @@ def networkd_option_245(text):
     return None
 
 
-_LEASE_BLOCK = re.compile(r"lease\s*\{(.*?)\}", re.S)
-_OPT_245 = re.compile(r"option\s+unknown-245\s+([^;]+);")
-_EXPIRE = re.compile(r"expire\s+(?:\d\s+(\d{4})/(\d{1,2})/(\d{1,2})\s+(\d{1,2}):(\d{2}):(\d{2})|(never))\s*;")
+_LEASE_BLOCK = r"lease\s*\{(.*?)\}"
+_OPT_245 = r"option\s+unknown-245\s+([^;]+);"
+_EXPIRE = r"expire\s+(?:\d\s+(\d{4})/(\d{1,2})/(\d{1,2})\s+(\d{1,2}):(\d{2}):(\d{2})|(never))\s*;"
 
 
 def _decode_245(value):
@@ -276,13 +288,14 @@ def dhclient_option_245(text, now):
     """dhclient lease file text -> option 245 address of the last lease that
     has not expired at ``now`` (seconds since the epoch, UTC), or None."""
     import calendar
+    import re
 
     best = None
-    for block in _LEASE_BLOCK.findall(text):
-        opt = _OPT_245.search(block)
+    for block in re.findall(_LEASE_BLOCK, text, re.S):
+        opt = re.search(_OPT_245, block)
         if not opt:
             continue
-        exp = _EXPIRE.search(block)
+        exp = re.search(_EXPIRE, block)
         if exp and not exp.group(7):
             year, month, day, hour, minute, second = (int(g) for g in exp.groups()[:6])
             if calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) <= now:
@@ -298,7 +311,7 @@ def split_endpoint(text, default_port=80):
     host, sep, port = text.strip().rpartition(":")
     if not sep:
         host, port = text.strip(), str(default_port)
-    if not host or not re.match(r"^[A-Za-z0-9.-]+$", host):
+    if not host or not set(host) <= _LABEL_CHARS | frozenset("."):
         raise ValueError("%r is not host[:port]" % text)
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("%r has a bad port" % text)

@@ -1,16 +1,18 @@
 """Where things live on disk, all under one root (``--root``), and how they
 are written: atomically (temporary file, fsync, rename), never half.
 
+Records are ``key=value`` lines (one value per line, no quoting): easy to
+read for people and scripts, and cheap to parse on the boot path.
+
 State (survives reboots, keyed on the VM id):
   /var/lib/azure-firstboot/provisioned        marker, written after Ready was acknowledged
-  /var/lib/azure-firstboot/<step>.json        last result of each step
+  /var/lib/azure-firstboot/<step>.result      last result of each step
 Per boot:
   /run/azure-firstboot/endpoint               WireServer address found by network-wait
   /run/azure-firstboot/provisioned            "this VM is already provisioned": lets the
                                               later units skip via ConditionPathExists
 """
 
-import json
 import os
 import time
 
@@ -87,19 +89,29 @@ def write_atomic(path, data, mode=0o644):
         os.close(dfd)
 
 
-def read_json(path):
+def parse_record(text):
+    """``key=value`` lines -> dict (str -> str); other lines are ignored."""
+    record = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            record[key.strip()] = value.strip()
+    return record
+
+
+def format_record(record):
+    """dict -> ``key=value`` lines; values are flattened to one line."""
+    return "".join("%s=%s\n" % (key, " ".join(str(record[key]).split()))
+                   for key in sorted(record) if record[key] is not None)
+
+
+def read_record(path):
     text = read_text(path)
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    return parse_record(text) if text is not None else None
 
 
-def write_json(path, value):
-    write_atomic(path, json.dumps(value, sort_keys=True, indent=1) + "\n")
+def write_record(path, record):
+    write_atomic(path, format_record(record))
 
 
 def now_iso():
@@ -115,25 +127,25 @@ class State(object):
 
     def provisioned(self):
         """The marker, if it belongs to this VM; else None."""
-        marker = read_json(self.paths.state("provisioned"))
+        marker = read_record(self.paths.state("provisioned"))
         if marker and marker.get("vm_id") == self.vm_id:
             return marker
         return None
 
     def mark_provisioned(self, incarnation):
-        write_json(self.paths.state("provisioned"),
+        write_record(self.paths.state("provisioned"),
                    {"vm_id": self.vm_id, "incarnation": incarnation, "time": now_iso()})
 
     def record(self, step, result, **details):
         """Record a step's outcome: result is 'ok', 'failed' or 'skipped'."""
         entry = {"vm_id": self.vm_id, "step": step, "result": result, "time": now_iso()}
         entry.update(details)
-        write_json(self.paths.state(step + ".json"), entry)
+        write_record(self.paths.state(step + ".result"), entry)
         return entry
 
     def result(self, step):
         """The last recorded outcome of ``step`` for this VM, or None."""
-        entry = read_json(self.paths.state(step + ".json"))
+        entry = read_record(self.paths.state(step + ".result"))
         if entry and entry.get("vm_id") == self.vm_id:
             return entry
         return None
