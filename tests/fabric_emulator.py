@@ -27,6 +27,17 @@ CLI (VM harness, ``make demo``)::
         [--wireserver HOST:PORT] [--imds HOST:PORT] [--control HOST:PORT] \
         [--scenario JSON|@FILE]
 
+How a Health POST is judged (in this order): status sequence entry; missing
+``x-ms-version`` -> 400; not a well-formed Health document (root ``Health``,
+GoalStateIncarnation number, Container/ContainerId, RoleInstanceList/Role/
+InstanceId, Role/Health/State Ready|NotReady, optional Details with SubStatus
+Provisioning|ProvisioningFailed and Description) or any DOCTYPE -> 400 with an
+``Error`` body; Description over 4096 UTF-8 bytes -> 500 (what the real fabric
+did, WALinuxAgent #2017); ``bump_incarnation_on_health`` bumps now;
+GoalStateIncarnation != current -> 410; ContainerId/InstanceId that was current
+earlier -> 410, one never served -> 400; else 200 with an empty body and the
+report is kept (``health_reports()``).
+
 Stdlib only, Python 3.9+.  Not part of the product.
 """
 
@@ -40,6 +51,7 @@ import socketserver
 import sys
 import threading
 import time
+import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -127,7 +139,9 @@ SCENARIO_KEYS = [
     ("goalstate_body_count", None, "optint", "apply goalstate_body to the next N goal states (default all)"),
     # IMDS behaviour
     ("imds_refuse_for", 0.0, "num", "like ws_refuse_for, for IMDS"),
-    ("imds_gone_for", 0.0, "num", "IMDS answers 410 until this many seconds since start"),
+    ("imds_gone_for", 0.0, "num", "IMDS answers 410 for this many seconds (counted from imds_gone_from)"),
+    ("imds_gone_from", "start", "choice:start|first_request",
+     "origin of imds_gone_for: emulator start, or the first IMDS request (use this in VMs)"),
     ("imds_delay", 0.0, "num", "seconds to wait before answering every IMDS request"),
     ("imds_drop", 0, "int", "the next N IMDS requests are closed without any response"),
     ("imds_statuses", [], "statuses", "status sequence for IMDS requests"),
@@ -217,7 +231,9 @@ def _check_value(key, value):
     elif kind == "statuses":
         value = _check_statuses(key, value)
     elif kind.startswith("choice:"):
-        if value is not None and value not in kind[len("choice:"):].split("|"):
+        if value is None and _DEFAULTS[key] is None:
+            return None
+        if value not in kind[len("choice:"):].split("|"):
             raise bad
     return value
 
@@ -340,6 +356,7 @@ class Fabric(object):
         self._known = {"incarnation": set(), "container_id": set(), "instance_id": set()}
         self._remember_ids()
         self._imds_times = []
+        self._first_imds = None
         self._t0 = None
         self._servers = {}
         self._threads = []
@@ -489,10 +506,10 @@ class Fabric(object):
                 return True
             return False
 
-    def _take_body_fault(self, key, count_key):
+    def _take_body_fault(self, key, count_key, applies=None):
         with self._lock:
             fault = self._scenario[key]
-            if fault is None:
+            if fault is None or (applies is not None and fault not in applies):
                 return None
             count = self._scenario[count_key]
             if count is None:
@@ -527,6 +544,9 @@ class Fabric(object):
                "body": "", "status": None, "t": round(self.now(), 6), "fault": None}
         self._record(rec)
         try:
+            if self._stop.is_set():
+                _add_fault(rec, "stopped")
+                raise _Drop()
             try:
                 body = h.read_body()
             except ValueError:
@@ -545,6 +565,15 @@ class Fabric(object):
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             _add_fault(rec, "client_closed")
             h.close_connection = True
+        except Exception as e:  # an emulator bug: say so loudly instead of a silent reset
+            traceback.print_exc()
+            _add_fault(rec, "emulator_error:%s" % type(e).__name__)
+            h.close_connection = True
+            if rec["status"] is None:
+                try:
+                    self._send(h, rec, 500, b"emulator error\n", "text/plain")
+                except OSError:
+                    pass
         finally:
             self._finish(rec)
 
@@ -963,13 +992,17 @@ class Fabric(object):
 
     def _imds(self, h, rec):
         s = self._scenario
+        with self._lock:
+            if self._first_imds is None:
+                self._first_imds = rec["t"]
         if s["imds_delay"] > 0:
             _add_fault(rec, "delay")
             self._sleep(s["imds_delay"])
         if self._take_count("imds_drop"):
             _add_fault(rec, "drop")
             raise _Drop()
-        if self.now() < s["imds_gone_for"]:
+        origin = self._first_imds if s["imds_gone_from"] == "first_request" else 0.0
+        if self.now() - origin < s["imds_gone_for"]:
             _add_fault(rec, "imds_gone")
             self._imds_error(h, rec, 410, "Gone. The service is temporarily unavailable; "
                              "retry after some time for a max of 70 seconds.")
@@ -1029,7 +1062,8 @@ class Fabric(object):
             self._imds_error(h, rec, 400, "Bad request. Unsupported format %s" % fmt)
             return
         doc = self.instance_document(api, query.get("extended") == "true")
-        fault = self._take_body_fault("imds_body", "imds_body_count")
+        applies = IMDS_BODY_FAULTS if fmt == "json" else ("no_osprofile", "empty_computer_name")
+        fault = self._take_body_fault("imds_body", "imds_body_count", applies)
         if fault:
             _add_fault(rec, "imds_body:" + fault)
         if fault == "no_osprofile":

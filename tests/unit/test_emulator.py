@@ -579,6 +579,26 @@ def test_imds_gone_for(fabric):
     assert imds(fab, path)[0] == 200
 
 
+def test_imds_gone_from_first_request(fabric):
+    fab = fabric(imds_gone_for=0.3, imds_gone_from="first_request")
+    time.sleep(0.35)                      # since start: would be over already
+    path = "/metadata/instance?api-version=2021-02-01"
+    assert imds(fab, path)[0] == 410
+    first = fab.requests("imds")[0]["t"]
+    time.sleep(max(0, first + 0.35 - fab.now()))
+    assert imds(fab, path)[0] == 200
+
+
+def test_imds_body_fault_waits_for_a_json_instance_request(fabric):
+    fab = fabric(imds_body="malformed", imds_body_count=1)
+    q = "?api-version=2021-02-01"
+    assert imds(fab, "/metadata/instance/compute/osProfile/computerName" + q + "&format=text")[2] == b"myvm"
+    assert imds(fab, "/metadata/versions")[0] == 200
+    with pytest.raises(ValueError):
+        json.loads(imds(fab, "/metadata/instance" + q)[2])
+    assert json.loads(imds(fab, "/metadata/instance" + q)[2])["compute"]["vmId"]
+
+
 def test_imds_statuses_delay_drop(fabric):
     fab = fabric(imds_statuses=[[429, {"Retry-After": "2"}], 500, 404], imds_drop=1, imds_delay=0.2)
     path = "/metadata/instance?api-version=2021-02-01"
