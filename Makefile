@@ -51,8 +51,10 @@ RPM_HOST_ARGS = $(if $(shell rpm --eval '%{?_unitdir}' 2>/dev/null),,--nodeps --
 RPM_REPRO = --define "use_source_date_epoch_as_buildtime 1" \
             --define "clamp_mtime_to_source_date_epoch 1" --define "_buildhost reproducible"
 
+# STAGE=no reuses the existing $(SDIST) (tests/pkg/repro.sh rebuilds from it).
+STAGE     ?= yes
 sdist:
-	tests/pkg/stage.sh $(SDIST) $(PKG)-$(VERSION)
+	$(if $(filter no,$(STAGE)),test -f $(SDIST),tests/pkg/stage.sh $(SDIST) $(PKG)-$(VERSION))
 
 deb: sdist
 	rm -rf build/deb && mkdir -p build/deb
@@ -100,7 +102,7 @@ lint:
 
 # Everything the packaging promises, in one target (called by "make check").
 pkg-check: deb deb-stdeb rpm lint
-	tests/pkg/repro.sh
+	tests/pkg/repro.sh $(SDIST) -- $(DEB) $(RPM) dist/stdeb/$(PKG)_$(VERSION)-1_all.deb
 	$(PY) -m pytest -q -p no:cacheprovider tests/pkg
 
 ## ---- VM harness (tests/vm) ----------------------------------------------
