@@ -90,11 +90,12 @@ class GoalState(object):
 
 
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_ID_CHARS = _ALNUM | frozenset("._:/+=-")
 
 
 def _id_ok(value):
-    return 0 < len(value) <= 256 and set(value) <= _ID_CHARS
+    """Ids are echoed back (escaped) as they came; only refuse what cannot be
+    an id at all: control characters, absurd lengths."""
+    return 0 < len(value) <= 1024 and all(c >= " " and c != "\x7f" for c in value)
 
 
 def parse_goal_state(data):

@@ -51,7 +51,7 @@ def test_goal_state_without_role_instance():
     (b"<GoalState><Container><ContainerId>c</ContainerId></Container></GoalState>", "no incarnation"),
     (b"<GoalState><Incarnation>x1</Incarnation><Container><ContainerId>c</ContainerId></Container></GoalState>",
      "not a number"),
-    (b"<GoalState><Incarnation>1</Incarnation><Container><ContainerId>a b</ContainerId></Container></GoalState>",
+    (b"<GoalState><Incarnation>1</Incarnation><Container><ContainerId>a\tb</ContainerId></Container></GoalState>",
      "unexpected characters"),
     (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>'
      b"<GoalState><Incarnation>&lol2;</Incarnation></GoalState>", "DOCTYPE"),
