@@ -40,7 +40,7 @@ def status(ctx, as_json):
             text = "not run for this VM"
         else:
             extra = entry.get("reason") or ", ".join(
-                "%s %s" % (k, entry[k]) for k in ("endpoint", "hostname", "incarnation", "published")
+                "%s=%s" % (k, entry[k]) for k in ("endpoint", "hostname", "incarnation", "published")
                 if entry.get(k))
             text = "%s at %s%s" % (entry.get("result"), entry.get("time"), ": " + extra if extra else "")
         lines.append("%-13s %s" % (step + ":", text))
