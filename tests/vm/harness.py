@@ -1,0 +1,730 @@
+"""QEMU boot harness for azure-firstboot (reusable library: tests/vm, bench).
+
+Pieces, each usable on its own:
+
+* ``base_image()``   -- debootstrap Debian 12 root tree, cached under $CACHE_DIR/vm keyed
+                        by a hash of build-base.sh + base-packages (cold ~2 min, then free).
+* ``build_image()``  -- a bootable raw ext4 disk + kernel + initrd from the base tree plus
+                        a variant (networkd | ifupdown), the test instrumentation
+                        (vm-report.service), our .deb installed with dpkg in a chroot and
+                        ``azure-firstboot deprovision`` run in it, exactly as an image
+                        builder would. Cached keyed by all of its inputs (~15 s cold).
+* ``Fabric``         -- one fabric emulator process (tests/fabric_emulator.py) per boot,
+                        optionally inside a network namespace.
+* ``boot()``         -- one QEMU/TCG boot of an image on a per-boot qcow2 overlay, with the
+                        real Azure addresses led to the emulator by guestfwd, SMBIOS VM id
+                        and asset tag, a pcap of the NIC, a serial log, the guest's JSON
+                        report (written by vm-report to a second raw disk) and a hard timeout.
+* ``dhcp_packets()`` -- DHCP packets (type, option 12 host name) parsed from a pcap.
+* ``Netns``          -- a network namespace with a tap device and dnsmasq (DHCP option 245).
+
+Networking facts (QEMU 7.2, checked on this machine):
+* ``guestfwd`` addresses must lie inside ``net=`` (else "Conflicting/invalid host:port in
+  guest forwarding rule"), so ``net=168.0.0.0/7`` covers 168.63.129.16 and 169.254.169.254.
+* Two plain ``guestfwd=tcp:IP:80-tcp:HOST:PORT`` rules collide (both create the chardev
+  "guestfwd.tcp.80": "Could not open guest forwarding device"), and a tcp: target is one
+  connection opened at QEMU start; ``-cmd:socat - TCP:127.0.0.1:PORT`` starts one socat per
+  guest connection, which is what HTTP needs.
+* With ``restrict=on`` QEMU's DHCP offers no router. The lease's /7 netmask alone makes both
+  addresses on-link; the base image also carries on-link host routes (networkd [Route]
+  Scope=link) so it does not depend on the subnet size.
+"""
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid as uuidlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+EMULATOR = os.path.join(REPO, "tests", "fabric_emulator.py")
+ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+WIRESERVER_IP = "168.63.129.16"
+IMDS_IP = "169.254.169.254"
+UNITS = ("azure-firstboot-network-wait.service", "azure-firstboot-hostname.service",
+         "azure-firstboot-report-ready.service")
+# Bump when the image layer recipe in build_image() changes (part of its cache key).
+LAYER_VERSION = "3"
+DEFAULT_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1"
+SYSPATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+_log_lock = threading.Lock()
+
+
+def log(msg):
+    with _log_lock:
+        sys.stderr.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+        sys.stderr.flush()
+
+
+def cache_root():
+    d = os.path.join(os.environ.get("CACHE_DIR") or "/var/cache/azure-firstboot-test", "vm")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def _hash(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, str):
+            p = p.encode()
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:16]
+
+
+def _file_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _run(cmd, logf=None, check=True, env=None, **kw):
+    """Run a command (argv list, never a shell string); output to logf or captured."""
+    e = dict(os.environ, PATH=SYSPATH + ":" + os.environ.get("PATH", ""), LC_ALL="C",
+             DEBIAN_FRONTEND="noninteractive")
+    if env:
+        e.update(env)
+    if logf is not None:
+        logf.write("$ %s\n" % " ".join(cmd))
+        logf.flush()
+        p = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=e, **kw)
+    else:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e, **kw)
+    if check and p.returncode != 0:
+        out = getattr(p, "stdout", None)
+        raise RuntimeError("command failed (%d): %s%s" % (
+            p.returncode, " ".join(cmd),
+            ("\n" + out.decode("utf-8", "replace")[-3000:]) if out else
+            (" (see %s)" % logf.name if logf is not None else "")))
+    return p
+
+
+@contextlib.contextmanager
+def _locked(name):
+    path = os.path.join(cache_root(), name + ".lock")
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def host_mirror():
+    """The Debian mirror configured on this host (first bookworm, non-security URI)."""
+    if os.environ.get("VM_MIRROR"):
+        return os.environ["VM_MIRROR"]
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        try:
+            text = open(path).read()
+        except OSError:
+            continue
+        for stanza in re.split(r"\n\s*\n", text):
+            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+            suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+            if uris and suites and "bookworm" in suites.group(1).split() \
+                    and "security" not in uris.group(1):
+                return uris.group(1).rstrip("/")
+    for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+        try:
+            lines = open(path).read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split("#")[0].split()
+            if len(f) >= 3 and f[0] == "deb":
+                uri_i = 2 if f[1].startswith("[") else 1
+                if len(f) > uri_i + 1 and f[uri_i + 1] == "bookworm":
+                    return f[uri_i].rstrip("/")
+    return "http://deb.debian.org/debian"
+
+
+# --------------------------------------------------------------------------- images
+
+class Base(object):
+    def __init__(self, key, path):
+        self.key = key
+        self.path = path
+        self.root = os.path.join(path, "root")
+
+
+def base_key():
+    return _hash(_file_bytes(os.path.join(HERE, "build-base.sh")),
+                 _file_bytes(os.path.join(HERE, "base-packages")), "bookworm")
+
+
+def base_image():
+    """The cached debootstrap tree (built on first use; ~1.5-2 min)."""
+    key = base_key()
+    path = os.path.join(cache_root(), "base-" + key)
+    if os.path.exists(os.path.join(path, "done")):
+        return Base(key, path)
+    with _locked("base"):
+        if os.path.exists(os.path.join(path, "done")):
+            return Base(key, path)
+        tmp = path + ".tmp"
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        os.makedirs(tmp)
+        mirror = host_mirror()
+        log("building base image %s (debootstrap bookworm from %s) ..." % (key, mirror))
+        t0 = time.time()
+        with open(os.path.join(tmp, "build.log"), "w") as lf:
+            _run(["bash", os.path.join(HERE, "build-base.sh"), tmp, mirror], logf=lf)
+        with open(os.path.join(tmp, "done"), "w") as f:
+            f.write("%.1f\n" % (time.time() - t0))
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+        log("base image built in %.0f s" % (time.time() - t0))
+        # old bases are dead weight (several hundred MB each)
+        for old in glob.glob(os.path.join(cache_root(), "base-*")):
+            if old != path and not old.endswith(".lock"):
+                shutil.rmtree(old, ignore_errors=True)
+    return Base(key, path)
+
+
+class Image(object):
+    """A bootable disk (raw or qcow2) with optional kernel/initrd for direct boot."""
+
+    def __init__(self, disk, kernel=None, initrd=None, fmt=None, append=DEFAULT_APPEND,
+                 instrumented=True, name="image"):
+        self.disk = os.path.abspath(disk)
+        self.kernel = kernel
+        self.initrd = initrd
+        self.fmt = fmt or _disk_format(disk)
+        self.append = append
+        self.instrumented = instrumented  # has vm-report.service (powers off by itself)
+        self.name = name
+
+    def __repr__(self):
+        return "Image(%s)" % self.disk
+
+
+def _disk_format(path):
+    with open(path, "rb") as f:
+        return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+
+
+def find_deb():
+    """dist/azure-firstboot_<ver>_all.deb, the newest one (None if not built)."""
+    debs = sorted(glob.glob(os.path.join(REPO, "dist", "azure-firstboot_*_all.deb")),
+                  key=os.path.getmtime)
+    return debs[-1] if debs else None
+
+
+def _chroot(root, argv, lf, check=True):
+    return _run(["chroot", root, "/usr/bin/env", "-i", "PATH=" + SYSPATH, "LC_ALL=C",
+                 "DEBIAN_FRONTEND=noninteractive", "HOME=/root"] + list(argv),
+                logf=lf, check=check)
+
+
+DEPROVISION_ARGS = ("--machine-id", "--ssh-host-keys", "--hostname")
+
+
+def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
+                customize=None, tag=""):
+    """Bootable image = base tree + variant + vm-report + deb (dpkg -i) + deprovision.
+
+    variant: "networkd" (systemd-networkd DHCP) or "ifupdown" (ifupdown + ISC dhclient).
+    deb: path of the .deb to install (None: image without the agent).
+    deprovision: argv after ``azure-firstboot deprovision`` (None: skip).
+    customize: optional callable(root, logfile) run last (bench variants); pass a
+    distinct ``tag`` with it, as the callable is not part of the cache key.
+    """
+    base = base_image()
+    guest = [_file_bytes(os.path.join(HERE, "guest", n)) for n in sorted(os.listdir(
+        os.path.join(HERE, "guest")))]
+    key = _hash(base.key, LAYER_VERSION, variant, _file_bytes(deb) if deb else "nodeb",
+                json.dumps(list(deprovision) if deprovision is not None else None),
+                tag, _file_bytes(os.path.abspath(__file__)), *guest)
+    name = "img-%s-%s" % (variant + ("-" + tag if tag else ""), key)
+    path = os.path.join(cache_root(), name)
+    img = Image(os.path.join(path, "disk.raw"), os.path.join(path, "vmlinuz"),
+                os.path.join(path, "initrd.img"), fmt="raw", name=name)
+    if os.path.exists(os.path.join(path, "done")):
+        return img
+    with _locked(name):
+        if os.path.exists(os.path.join(path, "done")):
+            return img
+        t0 = time.time()
+        tmp = path + ".tmp"
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        os.makedirs(tmp)
+        root = os.path.join(tmp, "root")
+        with open(os.path.join(tmp, "build.log"), "w") as lf:
+            _run(["cp", "-a", "--reflink=auto", base.root, root], logf=lf)
+            _variant(root, variant, lf)
+            # test instrumentation
+            shutil.copy(os.path.join(HERE, "guest", "vm-report"),
+                        os.path.join(root, "usr/local/sbin/vm-report"))
+            os.chmod(os.path.join(root, "usr/local/sbin/vm-report"), 0o755)
+            shutil.copy(os.path.join(HERE, "guest", "vm-report.service"),
+                        os.path.join(root, "etc/systemd/system/vm-report.service"))
+            _chroot(root, ["systemctl", "enable", "vm-report.service"], lf)
+            if deb:
+                # exactly what an image builder does: dpkg -i in the image's chroot
+                dst = os.path.join(root, "tmp", os.path.basename(deb))
+                shutil.copy(deb, dst)
+                _chroot(root, ["dpkg", "-i", "/tmp/" + os.path.basename(deb)], lf)
+                os.unlink(dst)
+                if deprovision is not None:
+                    _chroot(root, ["azure-firstboot", "deprovision"] + list(deprovision), lf)
+            if customize:
+                customize(root, lf)
+            # kernel + initrd out of the image for -kernel/-initrd boot
+            for link, out in (("vmlinuz", "vmlinuz"), ("initrd.img", "initrd.img")):
+                src = os.path.join(root, link)
+                target = os.readlink(src) if os.path.islink(src) else src
+                if not os.path.isabs(target):
+                    target = os.path.join(root, target)
+                else:
+                    target = os.path.join(root, target.lstrip("/"))
+                shutil.copy(target, os.path.join(tmp, out))
+            _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", root,
+                  os.path.join(tmp, "disk.raw"), "2G"], logf=lf)
+        shutil.rmtree(root)
+        with open(os.path.join(tmp, "done"), "w") as f:
+            f.write("%.1f\n" % (time.time() - t0))
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+        log("image %s built in %.1f s" % (name, time.time() - t0))
+    return img
+
+
+def _variant(root, variant, lf):
+    if variant == "networkd":
+        _chroot(root, ["dpkg", "--purge", "ifupdown", "isc-dhcp-client", "isc-dhcp-common"], lf)
+    elif variant == "ifupdown":
+        _chroot(root, ["systemctl", "disable", "systemd-networkd.service",
+                       "systemd-networkd.socket", "systemd-networkd-wait-online.service"], lf)
+        os.unlink(os.path.join(root, "etc/systemd/network/10-eth.network"))
+        with open(os.path.join(root, "etc/network/interfaces.d/eth0"), "w") as f:
+            f.write("auto eth0\niface eth0 inet dhcp\n")
+        _chroot(root, ["systemctl", "enable", "networking.service"], lf)
+    else:
+        raise ValueError("unknown variant %r" % variant)
+
+
+def prune_images(keep):
+    """Remove cached img-* directories not in keep (paths)."""
+    keep = set(os.path.dirname(i.disk) for i in keep)
+    for d in glob.glob(os.path.join(cache_root(), "img-*")):
+        if d not in keep and not d.endswith(".lock") and not d.endswith(".tmp"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- fabric
+
+class Fabric(object):
+    """One fabric emulator process. Use as a context manager or start()/stop()."""
+
+    def __init__(self, workdir, scenario=None, name="fabric", wireserver="127.0.0.1:0",
+                 imds="127.0.0.1:0", netns=None):
+        self.workdir = workdir
+        self.scenario = dict(scenario or {})
+        self.name = name
+        self.wireserver_bind = wireserver
+        self.imds_bind = imds
+        self.netns = netns
+        self.proc = None
+        self.rec = os.path.join(workdir, name + ".records.jsonl")
+        self.ready_file = os.path.join(workdir, name + ".ready.json")
+        self.logpath = os.path.join(workdir, name + ".log")
+        self.ready = None
+        self.ws_port = self.imds_port = None
+
+    def start(self, timeout=20):
+        if not os.path.exists(EMULATOR):
+            raise RuntimeError("fabric emulator %s not found" % EMULATOR)
+        scen = os.path.join(self.workdir, self.name + ".scenario.json")
+        with open(scen, "w") as f:
+            json.dump(self.scenario, f, indent=1)
+        for p in (self.rec, self.ready_file):
+            if os.path.exists(p):
+                os.unlink(p)
+        argv = [sys.executable, EMULATOR, "--wireserver", self.wireserver_bind,
+                "--imds", self.imds_bind, "--scenario", "@" + scen, "--record", self.rec,
+                "--ready-file", self.ready_file]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        self._logf = open(self.logpath, "w")
+        self.proc = subprocess.Popen(argv, stdout=self._logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("fabric emulator exited %s: %s" % (
+                    self.proc.returncode, open(self.logpath).read()[-2000:]))
+            try:
+                with open(self.ready_file) as f:
+                    self.ready = json.load(f)
+                break
+            except (OSError, ValueError):
+                time.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError("fabric emulator not ready after %ss" % timeout)
+        self.ws_port = _port_of(self.ready, "wireserver")
+        self.imds_port = _port_of(self.ready, "imds")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_logf", None):
+            self._logf.close()
+            self._logf = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
+
+    def records(self):
+        out = []
+        try:
+            with open(self.rec) as f:
+                for line in f:
+                    line = line.strip()
+                    if line:
+                        try:
+                            out.append(json.loads(line))
+                        except ValueError:
+                            pass
+        except OSError:
+            pass
+        return out
+
+
+def _port_of(ready, service):
+    """Port of a service from the emulator's ready file (tolerant of its exact shape)."""
+    v = ready.get(service) if isinstance(ready, dict) else None
+    if isinstance(v, dict):
+        v = v.get("port") or v.get("address") or v.get("addr")
+    if isinstance(v, (list, tuple)):
+        return int(v[1])
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        return int(v.rsplit(":", 1)[1].rstrip("/").split("/")[0]) if ":" in v else int(v)
+    raise RuntimeError("no %s address in ready file: %r" % (service, ready))
+
+
+# --------------------------------------------------------------------------- boot
+
+class BootResult(object):
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def serial(self):
+        try:
+            with open(self.serial_log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def serial_tail(self, n=60):
+        return "\n".join(self.serial().splitlines()[-n:])
+
+
+def new_overlay(image, path):
+    """A qcow2 overlay over the image (the image itself is never written)."""
+    _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image.fmt, "-b", image.disk, path])
+    return path
+
+
+def copy_overlay(src, dst):
+    """Snapshot of a booted overlay (for reboot/clone scenarios run side by side)."""
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def qemu_argv(image, overlay, vm_id, serial_log, pcap=None, report_disk=None,
+              ws_port=None, imds_port=None, asset_tag=ASSET_TAG, machine=None, smp=None,
+              mem=1024, tap=None, mac="52:54:00:12:34:56", append=None, extra=()):
+    machine = machine or os.environ.get("VM_MACHINE", "pc")
+    smp = smp or int(os.environ.get("VM_SMP", "1"))
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", machine, "-m", str(mem),
+            "-smp", str(smp), "-nodefaults", "-display", "none", "-no-reboot",
+            "-serial", "file:" + serial_log, "-monitor", "none",
+            "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe,discard=unmap" % overlay]
+    if report_disk:
+        argv += ["-drive", "file=%s,if=virtio,format=raw,cache=writethrough" % report_disk]
+    if image.kernel:
+        argv += ["-kernel", image.kernel]
+        if image.initrd:
+            argv += ["-initrd", image.initrd]
+        argv += ["-append", append or image.append]
+    if tap:
+        argv += ["-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no" % tap]
+    else:
+        nd = "user,id=n0,restrict=on,net=168.0.0.0/7"
+        if ws_port:
+            nd += ",guestfwd=tcp:%s:80-cmd:socat - TCP:127.0.0.1:%d" % (WIRESERVER_IP, ws_port)
+        if imds_port:
+            nd += ",guestfwd=tcp:%s:80-cmd:socat - TCP:127.0.0.1:%d" % (IMDS_IP, imds_port)
+        argv += ["-netdev", nd]
+    argv += ["-device", "virtio-net-pci,netdev=n0,mac=%s" % mac]
+    if pcap:
+        argv += ["-object", "filter-dump,id=f0,netdev=n0,file=%s" % pcap]
+    argv += ["-smbios", "type=1,uuid=%s" % vm_id]
+    if asset_tag:
+        argv += ["-smbios", "type=3,asset=%s" % asset_tag]
+    return argv + list(extra)
+
+
+REPORT_DISK_SIZE = 4 << 20
+
+
+def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET_TAG,
+         timeout=300, netns=None, tap=None, stop_when=None, poll=0.5, **qemu_kw):
+    """Boot once; returns a BootResult after the guest powered off or the hard timeout.
+
+    overlay: existing qcow2 overlay to boot again (reboot/clone); a new one otherwise.
+    stop_when: optional callable(fabric) -> bool, checked while the VM runs; when it
+    becomes true the VM is stopped (for images without vm-report, e.g. make vm-test).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    if overlay is None:
+        overlay = new_overlay(image, os.path.join(workdir, name + ".qcow2"))
+    serial_log = os.path.join(workdir, name + ".serial.log")
+    pcap = os.path.join(workdir, name + ".pcap")
+    report_disk = os.path.join(workdir, name + ".report.raw") if image.instrumented else None
+    if report_disk:
+        with open(report_disk, "wb") as f:
+            f.truncate(REPORT_DISK_SIZE)
+    argv = qemu_argv(image, overlay, vm_id, serial_log, pcap=pcap, report_disk=report_disk,
+                     ws_port=fabric.ws_port if fabric and not tap else None,
+                     imds_port=fabric.imds_port if fabric and not tap else None,
+                     asset_tag=asset_tag, tap=tap, **qemu_kw)
+    if netns:
+        argv = ["ip", "netns", "exec", netns] + argv
+    with open(os.path.join(workdir, name + ".qemu.argv"), "w") as f:
+        f.write(json.dumps(argv) + "\n")
+    qlog = open(os.path.join(workdir, name + ".qemu.log"), "w")
+    t0 = time.time()
+    proc = subprocess.Popen(argv, stdout=qlog, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    how = "poweroff"
+    try:
+        while True:
+            try:
+                proc.wait(poll)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.time() - t0 > timeout:
+                how = "timeout"
+                break
+            if stop_when is not None and stop_when(fabric):
+                how = "stopped"
+                break
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+        qlog.close()
+    t1 = time.time()
+    report = read_report(report_disk) if report_disk else None
+    if how == "poweroff" and report is None and image.instrumented:
+        how = "exit-without-report"  # crashed, rebooted (-no-reboot) or powered off early
+    return BootResult(name=name, t_start=t0, t_end=t1, duration=t1 - t0, how=how,
+                      rc=proc.returncode, overlay=overlay, serial_log=serial_log, pcap=pcap,
+                      report=report, vm_id=vm_id, workdir=workdir)
+
+
+def _kill_group(proc):
+    # QEMU runs in its own session (start_new_session): its group holds QEMU and the
+    # socat children of guestfwd, nothing else of ours.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def read_report(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read(REPORT_DISK_SIZE)
+    except OSError:
+        return None
+    m = re.match(rb"VMREPORT (\d+)\n", data)
+    if not m:
+        return None
+    body = data[m.end():m.end() + int(m.group(1))]
+    try:
+        return json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- pcap
+
+def dhcp_packets(pcap):
+    """[(t, msgtype, hostname-or-None, direction)] for every DHCP packet in a pcap."""
+    out = []
+    try:
+        data = open(pcap, "rb").read()
+    except OSError:
+        return out
+    if len(data) < 24:
+        return out
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        end = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        end = ">"
+    else:
+        return out
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack(end + "I", data[20:24])[0]
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _orig = struct.unpack(end + "IIII", data[off:off + 16])
+        pkt = data[off + 16:off + 16 + incl]
+        off += 16 + incl
+        t = sec + frac / (1e9 if nano else 1e6)
+        if linktype != 1 or len(pkt) < 14 + 20 + 8 + 240:
+            continue
+        if pkt[12:14] != b"\x08\x00":
+            continue
+        ip = pkt[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        if ip[9] != 17:
+            continue
+        udp = ip[ihl:]
+        sport, dport = struct.unpack("!HH", udp[:4])
+        if {sport, dport} != {67, 68}:
+            continue
+        bootp = udp[8:]
+        if bootp[236:240] != b"\x63\x82\x53\x63":
+            continue
+        opts = _dhcp_options(bootp[240:])
+        mt = opts.get(53, b"\x00")[0]
+        host = opts.get(12)
+        out.append({"t": t, "type": _DHCP_TYPES.get(mt, str(mt)),
+                    "hostname": host.decode("utf-8", "replace") if host is not None else None,
+                    "from_client": dport == 67, "options": sorted(opts)})
+    return out
+
+
+_DHCP_TYPES = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 4: "DECLINE", 5: "ACK", 6: "NAK",
+               7: "RELEASE", 8: "INFORM"}
+
+
+def _dhcp_options(b):
+    opts = {}
+    i = 0
+    while i < len(b):
+        code = b[i]
+        if code == 255:
+            break
+        if code == 0:
+            i += 1
+            continue
+        if i + 1 >= len(b):
+            break
+        ln = b[i + 1]
+        opts[code] = opts.get(code, b"") + bytes(b[i + 2:i + 2 + ln])
+        i += 2 + ln
+    return opts
+
+
+# --------------------------------------------------------------------------- netns
+
+class Netns(object):
+    """A private network namespace with a tap device and dnsmasq serving DHCP on it.
+
+    Everything (dnsmasq, the emulator, QEMU) runs inside the namespace; nothing outside
+    it is addressed. gateway: the namespace's address on the tap (router for the guest);
+    extra_addrs: more local addresses (a non-default WireServer, IMDS 169.254.169.254).
+    """
+
+    def __init__(self, workdir, name=None, subnet="10.99.0", dhcp_options=(),
+                 extra_addrs=()):
+        self.workdir = workdir
+        self.name = name or "afb-vm-%d-%s" % (os.getpid(), uuidlib.uuid4().hex[:6])
+        self.tap = "tap0"
+        self.subnet = subnet
+        self.gateway = subnet + ".1"
+        self.dhcp_options = list(dhcp_options)
+        self.extra_addrs = list(extra_addrs)
+        self.dnsmasq = None
+
+    def ns(self, *argv, check=True):
+        return _run(["ip", "netns", "exec", self.name] + list(argv), check=check)
+
+    def start(self):
+        _run(["ip", "netns", "add", self.name])
+        try:
+            self.ns("ip", "link", "set", "lo", "up")
+            self.ns("ip", "tuntap", "add", "dev", self.tap, "mode", "tap")
+            self.ns("ip", "addr", "add", self.gateway + "/24", "dev", self.tap)
+            for a in self.extra_addrs:
+                self.ns("ip", "addr", "add", a if "/" in a else a + "/32", "dev", self.tap)
+            self.ns("ip", "link", "set", self.tap, "up")
+            lease = os.path.join(self.workdir, self.name + ".dnsmasq.leases")
+            argv = ["ip", "netns", "exec", self.name, "dnsmasq", "--keep-in-foreground",
+                    "--conf-file=/dev/null", "--port=0", "--interface=" + self.tap,
+                    "--bind-interfaces", "--except-interface=lo", "--user=root",
+                    "--dhcp-range=%s.50,%s.99,255.255.255.0,1h" % (self.subnet, self.subnet),
+                    "--dhcp-option=3," + self.gateway, "--dhcp-leasefile=" + lease,
+                    "--pid-file=", "--log-dhcp", "--log-facility=-"]
+            argv += ["--dhcp-option-force=%s" % o for o in self.dhcp_options]
+            self._logf = open(os.path.join(self.workdir, self.name + ".dnsmasq.log"), "w")
+            self.dnsmasq = subprocess.Popen(argv, stdout=self._logf, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+            time.sleep(0.3)
+            if self.dnsmasq.poll() is not None:
+                raise RuntimeError("dnsmasq exited: " + open(self._logf.name).read()[-1500:])
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        if self.dnsmasq and self.dnsmasq.poll() is None:
+            self.dnsmasq.terminate()
+            try:
+                self.dnsmasq.wait(5)
+            except subprocess.TimeoutExpired:
+                self.dnsmasq.kill()
+        if getattr(self, "_logf", None):
+            self._logf.close()
+        _run(["ip", "netns", "del", self.name], check=False)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
+
+
+def new_vm_id():
+    return str(uuidlib.uuid4())
