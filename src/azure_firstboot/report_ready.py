@@ -73,7 +73,7 @@ def report(host, port, deadline, failure):
 def run(ctx):
     state = ctx.start(STEP)
     failure = None
-    hostname = state.result("hostname")
+    hostname = state.result("hostname", this_boot=True)
     if hostname and hostname.get("result") == "failed":
         failure = "hostname: %s" % hostname.get("reason", "failed")
     host, port, source = network_wait.recorded_endpoint(ctx)

@@ -124,6 +124,8 @@ class State(object):
     def __init__(self, paths, vm_id):
         self.paths = paths
         self.vm_id = vm_id
+        boot_id = read_text(paths("/proc/sys/kernel/random/boot_id"), 64)
+        self.boot_id = boot_id.strip() if boot_id else None
 
     def provisioned(self):
         """The marker, if it belongs to this VM; else None."""
@@ -138,17 +140,21 @@ class State(object):
 
     def record(self, step, result, **details):
         """Record a step's outcome: result is 'ok', 'failed' or 'skipped'."""
-        entry = {"vm_id": self.vm_id, "step": step, "result": result, "time": now_iso()}
+        entry = {"vm_id": self.vm_id, "boot_id": self.boot_id, "step": step, "result": result,
+                 "time": now_iso()}
         entry.update(details)
         write_record(self.paths.state(step + ".result"), entry)
         return entry
 
-    def result(self, step):
-        """The last recorded outcome of ``step`` for this VM, or None."""
+    def result(self, step, this_boot=False):
+        """The last recorded outcome of ``step`` for this VM (and, with
+        ``this_boot``, recorded during the current boot), or None."""
         entry = read_record(self.paths.state(step + ".result"))
-        if entry and entry.get("vm_id") == self.vm_id:
-            return entry
-        return None
+        if not entry or entry.get("vm_id") != self.vm_id:
+            return None
+        if this_boot and entry.get("boot_id") != self.boot_id:
+            return None
+        return entry
 
     def set_boot_flag(self, name, text):
         write_atomic(self.paths.run(name), text + "\n")

@@ -23,6 +23,7 @@ class Machine(object):
         self.fab = fab
         self.write("sys/class/dmi/id/chassis_asset_tag", asset_tag + "\n")
         self.write("sys/class/dmi/id/product_uuid", vm_id.upper() + "\n")
+        self.write("proc/sys/kernel/random/boot_id", "11111111-0000-4000-8000-000000000001\n")
         self.write("etc/hostname", "localhost\n")
         self.write("etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tlocalhost\n::1\tlocalhost ip6-localhost\n")
         conf = {
@@ -68,10 +69,12 @@ class Machine(object):
         return [self.agent(step) for step in ("network-wait", "hostname", "report-ready")]
 
     def reboot(self):
-        """A new boot: /run is empty again."""
+        """A new boot: /run is empty again, the kernel has a new boot id."""
         import shutil
+        import uuid
 
         shutil.rmtree(self.path("run"), ignore_errors=True)
+        self.write("proc/sys/kernel/random/boot_id", str(uuid.uuid4()) + "\n")
 
 
 @pytest.fixture
@@ -335,6 +338,17 @@ def test_bad_hostname_reports_provisioning_failed(tmp_path, scenario, fragment):
         assert m.read("etc/hostname") == "localhost\n"
         assert not os.path.exists(m.path("var/lib/azure-firstboot/provisioned"))
         assert not os.path.exists(os.path.join(m.root, "CANARY")) and not os.path.exists("CANARY")
+
+
+def test_hostname_failure_of_an_earlier_boot_is_not_reported(tmp_path):
+    with Fabric({"computer_name": "a_b"}).start() as fab:
+        m = machine(tmp_path, fab)
+        net, host, rr = m.boot()
+        assert host.returncode == 1 and rr.returncode == 1
+        # next boot: the admin disabled the hostname unit; report-ready runs alone
+        m.reboot()
+        assert_ok([m.agent("network-wait"), m.agent("report-ready")])
+        assert [r["state"] for r in fab.health_reports()] == ["NotReady", "Ready"]
 
 
 def test_hostname_disabled_still_reports_ready(tmp_path, fab):
