@@ -106,11 +106,16 @@ pkg-check: deb deb-stdeb rpm lint
 	$(PY) -m pytest -q -p no:cacheprovider tests/pkg
 
 ## ---- VM harness (tests/vm) ----------------------------------------------
-vm-check:
-	@echo "vm-check: not yet wired"
+# Scenario matrix: real QEMU/TCG boots of a Debian 12 image with our .deb (tests/vm/vmcheck.py).
+vm-check: deb
+	$(PY) tests/vm/vmcheck.py --deb $(DEB)
 
+# Boot your own image against the fabric emulator:
+#   make vm-test IMAGE=disk.qcow2 [KERNEL=vmlinuz INITRD=initrd.img APPEND='root=/dev/vda1 console=ttyS0'] [VMTEST_ARGS=--reboot]
 vm-test:
-	@echo "vm-test: not yet implemented" && exit 1
+	@test -n "$(IMAGE)" || { echo "usage: make vm-test IMAGE=disk.(qcow2|raw|vhd) [KERNEL=... INITRD=... APPEND=...] [VMTEST_ARGS='--reboot ...']"; exit 2; }
+	$(PY) tests/vm/vmtest.py --image "$(IMAGE)" $(if $(KERNEL),--kernel "$(KERNEL)") \
+	    $(if $(INITRD),--initrd "$(INITRD)") $(if $(APPEND),--append "$(APPEND)") $(VMTEST_ARGS)
 
 clean:
 	rm -rf build dist rpmbuild deb_dist src/*.egg-info .pytest_cache

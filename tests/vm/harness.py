@@ -214,8 +214,12 @@ class Image(object):
 
 
 def _disk_format(path):
-    with open(path, "rb") as f:
-        return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+    """qemu-img's idea of the format (raw, qcow2, vpc = Azure's fixed VHD, vmdk, ...)."""
+    p = subprocess.run(["qemu-img", "info", "--output=json", path], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        raise RuntimeError("qemu-img info %s: %s" % (path, p.stdout.decode(errors="replace")))
+    return json.loads(p.stdout.decode())["format"]
 
 
 def find_deb():
@@ -255,10 +259,10 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
     img = Image(os.path.join(path, "disk.raw"), os.path.join(path, "vmlinuz"),
                 os.path.join(path, "initrd.img"), fmt="raw", name=name)
     if os.path.exists(os.path.join(path, "done")):
-        return img
+        return _used(img)
     with _locked(name):
         if os.path.exists(os.path.join(path, "done")):
-            return img
+            return _used(img)
         t0 = time.time()
         tmp = path + ".tmp"
         if os.path.exists(tmp):
@@ -303,6 +307,12 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
             shutil.rmtree(path)
         os.rename(tmp, path)
         log("image %s built in %.1f s" % (name, time.time() - t0))
+    return _used(img)
+
+
+def _used(img):
+    with open(os.path.join(os.path.dirname(img.disk), "used"), "w") as f:
+        f.write("%d\n" % time.time())
     return img
 
 
@@ -320,11 +330,18 @@ def _variant(root, variant, lf):
         raise ValueError("unknown variant %r" % variant)
 
 
-def prune_images(keep):
-    """Remove cached img-* directories not in keep (paths)."""
+def prune_images(keep, max_age=6 * 3600):
+    """Remove cached img-* directories not in keep and unused for max_age seconds
+    (a concurrent run may still boot an older one)."""
     keep = set(os.path.dirname(i.disk) for i in keep)
     for d in glob.glob(os.path.join(cache_root(), "img-*")):
-        if d not in keep and not d.endswith(".lock") and not d.endswith(".tmp"):
+        if d in keep or d.endswith(".lock") or d.endswith(".tmp"):
+            continue
+        try:
+            age = time.time() - os.path.getmtime(os.path.join(d, "used"))
+        except OSError:
+            age = max_age + 1
+        if age > max_age:
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -347,6 +364,7 @@ class Fabric(object):
         self.logpath = os.path.join(workdir, name + ".log")
         self.ready = None
         self.ws_port = self.imds_port = None
+        self.t0_wall = None
 
     def start(self, timeout=20):
         if not os.path.exists(EMULATOR):
@@ -379,6 +397,8 @@ class Fabric(object):
         else:
             self.stop()
             raise RuntimeError("fabric emulator not ready after %ss" % timeout)
+        # the emulator's record times ("t") count from its start, just before the ready file
+        self.t0_wall = time.time()
         self.ws_port = _port_of(self.ready, "wireserver")
         self.imds_port = _port_of(self.ready, "imds")
         return self
@@ -462,13 +482,16 @@ def copy_overlay(src, dst):
 
 def qemu_argv(image, overlay, vm_id, serial_log, pcap=None, report_disk=None,
               ws_port=None, imds_port=None, asset_tag=ASSET_TAG, machine=None, smp=None,
-              mem=1024, tap=None, mac="52:54:00:12:34:56", append=None, extra=()):
-    machine = machine or os.environ.get("VM_MACHINE", "pc")
+              mem=1024, tap=None, mac="52:54:00:12:34:56", append=None, disk_if="virtio",
+              firmware=None, extra=()):
+    machine = machine or os.environ.get("VM_MACHINE", "q35")
     smp = smp or int(os.environ.get("VM_SMP", "1"))
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", machine, "-m", str(mem),
             "-smp", str(smp), "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", "file:" + serial_log, "-monitor", "none",
-            "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe,discard=unmap" % overlay]
+            "-drive", "file=%s,if=%s,format=qcow2,cache=unsafe,discard=unmap" % (overlay, disk_if)]
+    if firmware:
+        argv += ["-bios", firmware]
     if report_disk:
         argv += ["-drive", "file=%s,if=virtio,format=raw,cache=writethrough" % report_disk]
     if image.kernel:
@@ -498,7 +521,8 @@ REPORT_DISK_SIZE = 4 << 20
 
 
 def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET_TAG,
-         timeout=300, netns=None, tap=None, stop_when=None, poll=0.5, **qemu_kw):
+         timeout=300, netns=None, tap=None, stop_when=None, poll=0.5, powerdown_wait=60,
+         **qemu_kw):
     """Boot once; returns a BootResult after the guest powered off or the hard timeout.
 
     overlay: existing qcow2 overlay to boot again (reboot/clone); a new one otherwise.
@@ -518,6 +542,9 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
                      ws_port=fabric.ws_port if fabric and not tap else None,
                      imds_port=fabric.imds_port if fabric and not tap else None,
                      asset_tag=asset_tag, tap=tap, **qemu_kw)
+    qmpdir = tempfile.mkdtemp(prefix="afbvm-")  # short path: unix socket names are limited
+    qmp = os.path.join(qmpdir, "qmp")
+    argv += ["-qmp", "unix:%s,server=on,wait=off" % qmp]
     if netns:
         argv = ["ip", "netns", "exec", netns] + argv
     with open(os.path.join(workdir, name + ".qemu.argv"), "w") as f:
@@ -539,11 +566,18 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
                 break
             if stop_when is not None and stop_when(fabric):
                 how = "stopped"
+                # graceful: ACPI power button, so the guest flushes its disk (reboot tests)
+                _qmp(qmp, "system_powerdown")
+                try:
+                    proc.wait(powerdown_wait)
+                except subprocess.TimeoutExpired:
+                    pass
                 break
     finally:
         if proc.poll() is None:
             _kill_group(proc)
         qlog.close()
+        shutil.rmtree(qmpdir, ignore_errors=True)
     t1 = time.time()
     report = read_report(report_disk) if report_disk else None
     if how == "poweroff" and report is None and image.instrumented:
@@ -551,6 +585,23 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
     return BootResult(name=name, t_start=t0, t_end=t1, duration=t1 - t0, how=how,
                       rc=proc.returncode, overlay=overlay, serial_log=serial_log, pcap=pcap,
                       report=report, vm_id=vm_id, workdir=workdir)
+
+
+def _qmp(path, command):
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(path)
+        f = s.makefile("rwb")
+        f.readline()  # greeting
+        for cmd in ("qmp_capabilities", command):
+            f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+            f.flush()
+            f.readline()
+        s.close()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _kill_group(proc):

@@ -1,0 +1,483 @@
+#!/usr/bin/env python3
+"""make vm-check: the scenario matrix, each scenario a real QEMU boot against the emulator.
+
+usage: vmcheck.py [--deb DEB] [--only 1,2,7a] [--jobs 2] [--workdir DIR]
+
+Builds (or takes from $CACHE_DIR) the Debian 12 test images with our .deb installed and
+deprovisioned, boots them two at a time and asserts on what the fabric emulator received,
+the pcap of the NIC and the guest's own report (tests/vm/guest/vm-report). Prints a table
+(scenario, result, boot -> Ready) and ends with "N passed, M failed". Artifacts of every
+boot (serial log, pcap, emulator records, guest report) stay in --workdir
+(default build/vm-check).
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import traceback
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+sys.path.insert(0, os.path.join(h.REPO, "tests"))
+try:
+    from fabric_emulator import parse_health  # noqa: E402
+except ImportError:  # pragma: no cover
+    parse_health = None
+
+BOOT_TIMEOUT = 300  # hard limit per boot (s)
+
+
+# ----------------------------------------------------------------- helpers
+
+def ids_for(name):
+    return {"container_id": str(uuid.uuid4()),
+            "instance_id": "%s._%s" % (uuid.uuid4(), re.sub(r"[^A-Za-z0-9-]", "x", name)[:40]),
+            "incarnation": 1}
+
+
+def health_posts(records):
+    """Health POSTs with their parsed report (None if unparsable) and the status we gave."""
+    out = []
+    for r in records:
+        if r.get("service") == "wireserver" and r.get("method") == "POST" \
+                and "comp=health" in r.get("path", ""):
+            try:
+                rep = parse_health(r.get("body", ""))
+            except Exception:
+                rep = None
+            out.append(dict(r, report=rep))
+    return out
+
+
+def accepted_ready(records):
+    return [p for p in health_posts(records)
+            if p["status"] == 200 and p["report"] and p["report"]["state"] == "Ready"]
+
+
+def ws_requests(records):
+    return [r for r in records if r.get("service") == "wireserver"]
+
+
+class Result(object):
+    def __init__(self, sid, title):
+        self.sid = sid
+        self.title = title
+        self.failures = []
+        self.notes = []
+        self.skipped = None
+        self.ready_s = None
+        self.boots = []
+        self.error = None
+
+    @property
+    def ok(self):
+        return not self.failures and not self.error and self.skipped is None
+
+    def check(self, cond, msg):
+        if not cond:
+            self.failures.append(msg)
+        return cond
+
+    def note(self, msg):
+        self.notes.append(msg)
+
+
+class Ctx(object):
+    def __init__(self, workdir, images):
+        self.workdir = workdir
+        self.images = images
+        self.lock = threading.Lock()
+        self.s1 = None  # (boot, fabric scenario) of scenario 1, reused by 2 and 3
+        self.s1_done = threading.Event()
+
+
+def run_boot(ctx, res, name, scenario, vm_id=None, image=None, overlay=None,
+             asset_tag=h.ASSET_TAG, timeout=BOOT_TIMEOUT):
+    wd = os.path.join(ctx.workdir, name)
+    os.makedirs(wd, exist_ok=True)
+    vm_id = vm_id or scenario.get("vm_id") or h.new_vm_id()
+    image = image or ctx.images["networkd"]
+    with h.Fabric(wd, scenario, name="fabric") as fab:
+        boot = h.boot(image, wd, "vm", vm_id, fabric=fab, overlay=overlay, asset_tag=asset_tag,
+                      timeout=timeout)
+        records = fab.records()
+    boot.records = records
+    boot.fabric_t0 = fab.t0_wall
+    res.boots.append(boot)
+    with open(os.path.join(wd, "report.json"), "w") as f:
+        json.dump(boot.report, f, indent=1)
+    rd = accepted_ready(records)
+    if rd and res.ready_s is None:
+        res.ready_s = fab.t0_wall + rd[0]["t"] - boot.t_start
+    return boot
+
+
+def guest_ok(res, boot):
+    """The boot ended by itself with a guest report."""
+    return res.check(boot.how == "poweroff" and boot.report is not None,
+                     "%s: boot ended by %s without a guest report (serial log %s)"
+                     % (os.path.basename(boot.workdir), boot.how,
+                        boot.serial_log))
+
+
+def units_succeeded(res, boot, allow_skip=()):
+    units = (boot.report or {}).get("units", {})
+    for u in h.UNITS:
+        d = units.get(u, {})
+        short = u.replace("azure-firstboot-", "").replace(".service", "")
+        if short in allow_skip and d.get("ConditionResult") == "no":
+            res.check(d.get("Result") == "success", "%s: skipped but Result=%s" % (u, d.get("Result")))
+            continue
+        res.check(d.get("LoadState") == "loaded" and d.get("Result") == "success"
+                  and d.get("ActiveState") == "active" and d.get("ExecMainStatus") == "0",
+                  "%s: %s/%s Result=%s status=%s" % (u, d.get("ActiveState"), d.get("SubState"),
+                                                    d.get("Result"), d.get("ExecMainStatus")))
+
+
+def provisioned(res, boot, scen, expect_incarnation=None, dhcp=True):
+    """Scenario-1 checks: one Ready with the goal state's ids, hostname, units, DHCP name."""
+    if not guest_ok(res, boot):
+        return
+    name = scen["computer_name"]
+    rd = accepted_ready(boot.records)
+    res.check(len(rd) == 1, "expected exactly one accepted Ready, got %d" % len(rd))
+    if rd:
+        r = rd[0]["report"]
+        inc = expect_incarnation if expect_incarnation is not None else scen["incarnation"]
+        res.check((r["incarnation"], r["container_id"], r["instance_id"]) ==
+                  (inc, scen["container_id"], scen["instance_id"]),
+                  "Ready carries %s/%s/%s, goal state has %s/%s/%s" % (
+                      r["incarnation"], r["container_id"], r["instance_id"], inc,
+                      scen["container_id"], scen["instance_id"]))
+    rep = boot.report
+    res.check(rep["hostname"] == name, "hostname is %r, computerName %r" % (rep["hostname"], name))
+    res.check((rep.get("etc_hostname") or "").strip() == name,
+              "/etc/hostname is %r" % rep.get("etc_hostname"))
+    units_succeeded(res, boot)
+    if dhcp:
+        pk = [p for p in h.dhcp_packets(boot.pcap) if p["from_client"]
+              and p["type"] in ("REQUEST", "DISCOVER", "INFORM")]
+        res.check(any(p["hostname"] == name for p in pk),
+                  "no DHCP request carried host name %r (seen: %s)" % (
+                      name, sorted(set(str(p["hostname"]) for p in pk))))
+
+
+# ----------------------------------------------------------------- scenarios
+
+def scen(name, **kw):
+    s = {"vm_id": h.new_vm_id(), "computer_name": name}
+    s.update(ids_for(name))
+    s.update(kw)
+    return s
+
+
+def s1_first_boot(ctx, res):
+    sc = scen("vmcheck-first")
+    try:
+        boot = run_boot(ctx, res, "1-first-boot", sc)
+        provisioned(res, boot, sc)
+        st = (boot.report or {}).get("status_json", {})
+        res.check('"provisioned": true' in (st.get("out") or ""),
+                  "azure-firstboot status --json does not say provisioned: %s" % st)
+        if res.ok:
+            ctx.s1 = (boot, sc)
+    finally:
+        ctx.s1_done.set()
+
+
+def _need_s1(ctx, res):
+    ctx.s1_done.wait()
+    if ctx.s1 is None:
+        res.skipped = "scenario 1 failed; its disk is what this scenario boots again"
+        return None
+    return ctx.s1
+
+
+def s2_reboot(ctx, res):
+    s1 = _need_s1(ctx, res)
+    if not s1:
+        return
+    boot1, sc1 = s1
+    ov = h.copy_overlay(boot1.overlay, os.path.join(ctx.workdir, "2-reboot.qcow2"))
+    sc = dict(sc1)
+    boot = run_boot(ctx, res, "2-reboot", sc, vm_id=sc1["vm_id"], overlay=ov)
+    if not guest_ok(res, boot):
+        return
+    ws = ws_requests(boot.records)
+    res.check(len(ws) == 0, "%d WireServer request(s) on an already-provisioned reboot: %s" % (
+        len(ws), [r["path"] for r in ws][:5]))
+    imds = [r for r in boot.records if r.get("service") == "imds"]
+    res.note("IMDS requests on reboot: %d" % len(imds))
+    res.check(boot.report["hostname"] == sc1["computer_name"],
+              "hostname not kept: %r" % boot.report["hostname"])
+    units_succeeded(res, boot, allow_skip=("hostname", "report-ready"))
+    skipped = [u for u, d in boot.report["units"].items() if d.get("ConditionResult") == "no"]
+    res.note("units skipped by condition: %s" % ", ".join(sorted(skipped)))
+
+
+def s3_clone(ctx, res):
+    s1 = _need_s1(ctx, res)
+    if not s1:
+        return
+    boot1, sc1 = s1
+    ov = h.copy_overlay(boot1.overlay, os.path.join(ctx.workdir, "3-clone.qcow2"))
+    sc = scen("vmcheck-clone")
+    boot = run_boot(ctx, res, "3-clone", sc, overlay=ov)
+    provisioned(res, boot, sc)
+
+
+def s4_ws_refuse_then_503(ctx, res):
+    busy = [[503, {"Retry-After": "5"}], [503, {"Retry-After": "5"}]]
+    sc = scen("vmcheck-refuse", ws_refuse_for=60, goalstate_statuses=busy,
+              health_statuses=[[503, {"Retry-After": "5"}]])
+    boot = run_boot(ctx, res, "4-ws-refuse-503", sc)
+    provisioned(res, boot, sc, dhcp=False)
+    n503 = [r for r in boot.records if r.get("service") == "wireserver" and r.get("status") == 503]
+    res.check(len(n503) == 3, "expected the 3 scripted 503s to be served, got %d" % len(n503))
+    first = min([r["t"] for r in ws_requests(boot.records)] or [0])
+    res.check(first >= 60, "first WireServer request at %.1f s, while refusing for 60 s" % first)
+
+
+def s5_incarnation_bump(ctx, res):
+    sc = scen("vmcheck-bump", bump_incarnation_on_health=1)
+    boot = run_boot(ctx, res, "5-incarnation-bump", sc)
+    provisioned(res, boot, sc, expect_incarnation=2, dhcp=False)
+    gone = [p for p in health_posts(boot.records) if p["status"] == 410]
+    res.check(len(gone) == 1, "expected one 410 for the stale incarnation, got %d" % len(gone))
+
+
+def s6_imds_gone(ctx, res):
+    sc = scen("vmcheck-imds410", imds_gone_for=70)
+    boot = run_boot(ctx, res, "6-imds-gone-70s", sc)
+    provisioned(res, boot, sc, dhcp=False)
+    rd = accepted_ready(boot.records)
+    if rd:
+        res.check(rd[0]["t"] >= 70, "Ready at %.1f s, before IMDS answered (70 s)" % rd[0]["t"])
+    g = [r for r in boot.records if r.get("service") == "imds" and r.get("status") == 410]
+    res.check(len(g) >= 1, "IMDS never answered 410 (no request in the first 70 s?)")
+
+
+def _hostile(ctx, res, sid, name):
+    sc = scen(name)
+    sc["instance_id"] = "%s._vmcheck-hostile" % uuid.uuid4()
+    boot = run_boot(ctx, res, sid, sc)
+    if not guest_ok(res, boot):
+        return
+    posts = health_posts(boot.records)
+    failed = [p for p in posts if p["status"] == 200 and p["report"]
+              and p["report"]["state"] == "NotReady"
+              and p["report"]["substatus"] == "ProvisioningFailed"]
+    res.check(len(failed) >= 1, "no accepted ProvisioningFailed report (health POSTs: %s)" % [
+        (p["status"], p["report"] and p["report"]["state"]) for p in posts])
+    if failed:
+        d = failed[-1]["report"].get("description") or ""
+        res.check(d.strip() != "", "ProvisioningFailed without a reason")
+        res.note("reason: %s" % d[:160])
+    res.check(not accepted_ready(boot.records), "Ready reported for a hostile name")
+    rep = boot.report
+    res.check(rep["hostname"] != name and (rep.get("etc_hostname") or "").strip() != name,
+              "hostname changed to the hostile name")
+    res.check(rep["hostname"] == ctx.deprovisioned_hostname,
+              "hostname %r, expected the image's unchanged %r" % (
+                  rep["hostname"], ctx.deprovisioned_hostname))
+    res.check(not rep.get("pwned"), "evidence of execution: %s" % rep.get("pwned"))
+    res.note("units: %s" % ", ".join("%s=%s" % (u.split("-", 2)[-1].split(".")[0],
+                                               d.get("Result"))
+                                    for u, d in sorted(rep["units"].items())))
+
+
+def s7a(ctx, res):
+    _hostile(ctx, res, "7a-hostile-subst", "$(touch /pwned-subst)$(reboot)")
+
+
+def s7b(ctx, res):
+    _hostile(ctx, res, "7b-hostile-underscore", "a_b")
+
+
+def s7c(ctx, res):
+    _hostile(ctx, res, "7c-hostile-300", "a" * 300)
+
+
+def s8_not_azure(ctx, res):
+    sc = scen("vmcheck-notazure")
+    boot = run_boot(ctx, res, "8-not-azure", sc, asset_tag=None)
+    if not guest_ok(res, boot):
+        return
+    res.check(len(boot.records) == 0, "%d request(s) sent although not on Azure: %s" % (
+        len(boot.records), [(r["service"], r["path"]) for r in boot.records][:5]))
+    units_succeeded(res, boot, allow_skip=("network-wait", "hostname", "report-ready"))
+    res.check(boot.report["hostname"] == ctx.deprovisioned_hostname,
+              "hostname changed to %r" % boot.report["hostname"])
+
+
+NS_SUBNET = "10.99.0"
+NS_WIRESERVER = NS_SUBNET + ".2"  # the non-default WireServer announced by option 245
+
+
+def s9_ifupdown_option245(ctx, res):
+    if "ifupdown" not in ctx.images:
+        res.skipped = "no ifupdown image: %s" % ctx.images_error.get("ifupdown")
+        return
+    why = netns_unavailable()
+    if why:
+        res.skipped = why
+        return
+    sc = scen("vmcheck-opt245")
+    name = "9-ifupdown-opt245"
+    wd = os.path.join(ctx.workdir, name)
+    os.makedirs(wd, exist_ok=True)
+    with h.Netns(wd, subnet=NS_SUBNET, dhcp_options=["245,%s" % NS_WIRESERVER],
+                 extra_addrs=[NS_WIRESERVER, h.IMDS_IP]) as ns:
+        with h.Fabric(wd, sc, name="fabric", netns=ns.name,
+                      wireserver=NS_WIRESERVER + ":80", imds=h.IMDS_IP + ":80") as fab:
+            boot = h.boot(ctx.images["ifupdown"], wd, "vm", sc["vm_id"], fabric=fab,
+                          netns=ns.name, tap=ns.tap, timeout=BOOT_TIMEOUT)
+            boot.records = fab.records()
+            boot.fabric_t0 = fab.t0_wall
+    res.boots.append(boot)
+    with open(os.path.join(wd, "report.json"), "w") as f:
+        json.dump(boot.report, f, indent=1)
+    rd = accepted_ready(boot.records)
+    if rd:
+        res.ready_s = fab.t0_wall + rd[0]["t"] - boot.t_start
+    provisioned(res, boot, sc)
+    if boot.report:
+        lease = "\n".join(v or "" for v in boot.report.get("leases", {}).values())
+        res.check("unknown-245" in lease, "dhclient lease has no option 245")
+        st = boot.report.get("status_json", {}).get("out") or ""
+        res.check(NS_WIRESERVER in st, "status --json does not name %s: %s" % (
+            NS_WIRESERVER, st[:300]))
+
+
+def netns_unavailable():
+    for tool in ("ip", "dnsmasq", "qemu-system-x86_64"):
+        if not shutil.which(tool, path=h.SYSPATH + ":" + os.environ.get("PATH", "")):
+            return "%s not installed" % tool
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun missing (no tap devices)"
+    if os.geteuid() != 0:
+        return "needs root for ip netns / tap"
+    return None
+
+
+SCENARIOS = [
+    ("1", "first boot", s1_first_boot),
+    ("2", "reboot, same VM id", s2_reboot),
+    ("3", "clone: same disk, new VM id", s3_clone),
+    ("4", "WireServer refuses 60 s, then 503s", s4_ws_refuse_then_503),
+    ("5", "incarnation bump (410 on health)", s5_incarnation_bump),
+    ("6", "IMDS 410 for 70 s", s6_imds_gone),
+    ("7a", "hostile name $(reboot)", s7a),
+    ("7b", "hostile name a_b", s7b),
+    ("7c", "hostile name 300 chars", s7c),
+    ("8", "not on Azure (no asset tag)", s8_not_azure),
+    ("9", "ifupdown+dhclient, option 245", s9_ifupdown_option245),
+]
+# long scenarios first, so the two workers finish together
+ORDER = ["1", "4", "6", "2", "3", "9", "5", "7a", "7b", "7c", "8"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--deb", default=None, help="the .deb to test (default: newest dist/*.deb)")
+    ap.add_argument("--only", default=None, help="comma-separated scenario ids")
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("VM_JOBS", "2")))
+    ap.add_argument("--workdir", default=os.path.join(h.REPO, "build", "vm-check"))
+    args = ap.parse_args(argv)
+
+    deb = args.deb or h.find_deb()
+    if not deb or not os.path.exists(deb):
+        print("vm-check: no .deb found (run make deb)", file=sys.stderr)
+        print("0 passed, 1 failed")
+        return 1
+    want = [s for s in ORDER if not args.only or s in args.only.split(",")]
+    t_all = time.time()
+    if os.path.exists(args.workdir):
+        shutil.rmtree(args.workdir)
+    os.makedirs(args.workdir)
+
+    images, images_error = {}, {}
+    t = time.time()
+    images["networkd"] = h.build_image("networkd", deb=os.path.abspath(deb))
+    if "9" in want:
+        try:
+            images["ifupdown"] = h.build_image("ifupdown", deb=os.path.abspath(deb))
+        except Exception as e:
+            images_error["ifupdown"] = str(e)[:300]
+    h.prune_images(images.values())
+    t_images = time.time() - t
+    ctx = Ctx(args.workdir, images)
+    ctx.images_error = images_error
+    ctx.deprovisioned_hostname = "localhost"  # what the hostname of a deprovisioned image is
+    if "1" not in want:
+        ctx.s1_done.set()
+
+    results = {}
+    funcs = {sid: (title, fn) for sid, title, fn in SCENARIOS}
+
+    def one(sid):
+        title, fn = funcs[sid]
+        res = Result(sid, title)
+        results[sid] = res
+        h.log("scenario %s (%s) ..." % (sid, title))
+        try:
+            fn(ctx, res)
+        except Exception:
+            res.error = traceback.format_exc()
+        h.log("scenario %s: %s" % (sid, "PASS" if res.ok else
+                                   ("SKIP" if res.skipped else "FAIL")))
+        return res
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        list(ex.map(one, want))
+
+    # details of failures first, then the table
+    passed = failed = skipped = 0
+    for sid in [s for s, _, _ in SCENARIOS if s in results]:
+        r = results[sid]
+        if r.ok:
+            passed += 1
+            continue
+        if r.skipped is not None:
+            skipped += 1
+            continue
+        failed += 1
+        print("=" * 72)
+        print("FAIL scenario %s (%s)" % (sid, r.title))
+        for f in r.failures:
+            print("  - " + f)
+        if r.error:
+            print(r.error)
+        for b in r.boots:
+            print("  artifacts: %s" % b.workdir)
+            if b.report and b.report.get("journal"):
+                print("  --- journal of the azure-firstboot units (guest):")
+                print("\n".join("    " + l for l in b.report["journal"].splitlines()[-40:]))
+            else:
+                print("  --- serial log tail:")
+                print("\n".join("    " + l for l in b.serial_tail(40).splitlines()))
+    print()
+    print("%-4s %-38s %-6s %s" % ("id", "scenario", "result", "boot->Ready"))
+    for sid in [s for s, _, _ in SCENARIOS if s in results]:
+        r = results[sid]
+        verdict = "PASS" if r.ok else ("SKIP" if r.skipped is not None else "FAIL")
+        ready = "%.1f s" % r.ready_s if r.ready_s is not None else "-"
+        extra = r.skipped if r.skipped is not None else "; ".join(r.notes)
+        print("%-4s %-38s %-6s %-11s %s" % (sid, r.title[:38], verdict, ready, extra[:110]))
+    print("images %.0f s, total %.0f s, artifacts in %s" % (t_images, time.time() - t_all,
+                                                         args.workdir))
+    print("%d passed, %d failed%s" % (passed, failed,
+                                      ", %d skipped" % skipped if skipped else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
