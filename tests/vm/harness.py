@@ -500,7 +500,8 @@ def qemu_argv(image, overlay, vm_id, serial_log, pcap=None, report_disk=None,
             argv += ["-initrd", image.initrd]
         argv += ["-append", append or image.append]
     if tap:
-        argv += ["-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no" % tap]
+        # vnet_hdr=off: else filter-dump writes the virtio-net header in front of every frame
+        argv += ["-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,vnet_hdr=off" % tap]
     else:
         nd = "user,id=n0,restrict=on,net=168.0.0.0/7"
         if ws_port:
