@@ -1,0 +1,134 @@
+"""The .deb in a Debian 12 chroot that already runs Debian's waagent."""
+
+import os
+import re
+
+from conftest import PKG, UNITS, run, version
+
+START = re.compile(r"\b(start|restart|try-restart|reload-or-restart|try-reload-or-restart|reload)\b")
+
+
+def started_units(log):
+    """Lines of the fake systemctl log that would have started one of our units."""
+    return [line for line in log if PKG in line and START.search(line)]
+
+
+def assert_enabled(ch, units=UNITS):
+    for unit in units:
+        link = ch.path("/etc/systemd/system/multi-user.target.wants/" + unit)
+        assert os.path.islink(link), "%s not enabled (no symlink)" % unit
+        assert os.readlink(link) == "/lib/systemd/system/" + unit
+        assert os.path.isfile(ch.path("/lib/systemd/system/" + unit))
+        assert ch.systemctl("is-enabled", unit).stdout.strip() == "enabled"
+
+
+def test_install_replaces_waagent_enables_units_starts_nothing(chroot, deb):
+    ch = chroot
+    assert ch.sh("dpkg-query -W -f='${db:Status-Abbrev}' waagent").stdout.startswith("ii")
+    ch.fake_systemd()
+
+    out = ch.install(deb).stdout
+    assert "Removing waagent" in out, out
+
+    status = ch.sh("dpkg-query -W -f='${db:Status-Abbrev} ${Version}' %s waagent" % PKG,
+                   check=False).stdout
+    assert "ii  " + version() in status, status
+    assert ch.sh("dpkg-query -W -f='${db:Status-Abbrev}' waagent").stdout.strip() in ("rc", "un")
+    assert not os.path.exists(ch.path("/usr/sbin/waagent"))
+
+    assert_enabled(ch)
+    assert ch.wants_links() == sorted(UNITS)
+
+    # The scripts did talk to the (fake, "running") systemd, but started nothing of ours.
+    log = ch.systemctl_log()
+    assert any("daemon-reload" in line for line in log) or any("walinuxagent" in line for line in log), log
+    assert started_units(log) == [], log
+    for path in ("/run/azure-firstboot", "/var/lib/azure-firstboot"):
+        assert not os.path.exists(ch.path(path)), path + " exists: something ran"
+
+    # Config is a conffile; the man page and preset are installed.
+    conffiles = ch.sh("dpkg-query -W -f='${Conffiles}' %s" % PKG).stdout
+    assert "/etc/azure-firstboot/azure-firstboot.conf" in conffiles
+    assert os.path.isfile(ch.path("/usr/share/man/man8/azure-firstboot.8.gz"))
+    assert os.path.isfile(ch.path("/lib/systemd/system-preset/90-azure-firstboot.preset"))
+    assert ch.dangling_symlinks() == set()
+
+
+def test_cli_runs_with_debian_python3_only_units_verify(chroot, deb):
+    ch = chroot
+    ch.install(deb)
+    # no pip in the image, nothing under /usr/local: only Debian's python3
+    assert ch.sh("python3 -m pip --version", check=False).returncode != 0
+    assert ch.sh("find /usr/local/lib -name '*.py' | wc -l").stdout.strip() == "0"
+    out = run(["chroot", ch.root, "/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "azure-firstboot", "--help"])
+    assert "usage: azure-firstboot" in out.stdout
+    assert "network-wait" in out.stdout and "report-ready" in out.stdout
+    where = ch.sh("python3 -c 'import azure_firstboot as m; print(m.__file__)'").stdout.strip()
+    assert where == "/usr/lib/python3/dist-packages/azure_firstboot/__init__.py"
+    with open(ch.path("/usr/bin/azure-firstboot")) as f:
+        assert f.readline().strip() == "#!/usr/bin/python3"
+    # bad usage: one line, exit 2, no traceback
+    bad = run(["chroot", ch.root, "azure-firstboot", "no-such-command"], check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stdout
+
+    # the installed units against the image's real systemd units: silent
+    paths = [ch.path("/lib/systemd/system/" + u) for u in UNITS]
+    out = run(["systemd-analyze", "verify", "--man=no", "--root=" + ch.root] + paths, check=False)
+    assert out.returncode == 0 and out.stdout == "", out.stdout
+
+
+def test_remove_leaves_no_dangling_symlinks_purge_cleans_up(chroot, deb):
+    ch = chroot
+    ch.fake_systemd()
+    ch.install(deb)
+    assert ch.wants_links() == sorted(UNITS)
+    # what the units would leave behind after a boot
+    os.makedirs(ch.path("/var/lib/azure-firstboot"))
+    with open(ch.path("/var/lib/azure-firstboot/provisioned"), "w") as f:
+        f.write("vm_id=x\n")
+
+    ch.sh("dpkg -r %s" % PKG)
+    assert ch.wants_links() == []
+    assert ch.dangling_symlinks() == set()
+    for unit in UNITS:
+        assert not os.path.exists(ch.path("/lib/systemd/system/" + unit))
+    assert os.path.isfile(ch.path("/etc/azure-firstboot/azure-firstboot.conf"))  # conffile kept until purge
+    assert os.path.isfile(ch.path("/var/lib/azure-firstboot/provisioned"))  # state kept until purge
+    assert started_units(ch.systemctl_log()) == []
+
+    ch.sh("dpkg -P %s" % PKG)
+    assert not os.path.exists(ch.path("/etc/azure-firstboot"))
+    assert not os.path.exists(ch.path("/var/lib/azure-firstboot"))
+    state = ch.path("/var/lib/systemd/deb-systemd-helper-enabled")
+    leftovers = [n for _, _, files in os.walk(state) for n in files if PKG in n]
+    assert leftovers == []
+    assert ch.dangling_symlinks() == set()
+
+
+def test_reinstall_after_remove_restores_enablement_keeps_admin_disable(chroot, deb):
+    ch = chroot
+    ch.fake_systemd()
+    ch.install(deb)
+    ch.systemctl("disable", "azure-firstboot-hostname.service")
+    ch.sh("dpkg -r %s" % PKG)
+    assert ch.wants_links() == [] and ch.dangling_symlinks() == set()
+    ch.install(deb)
+    assert_enabled(ch, [u for u in UNITS if "hostname" not in u])
+    assert ch.systemctl("is-enabled", "azure-firstboot-hostname.service", check=False).stdout.strip() == "disabled"
+    assert started_units(ch.systemctl_log()) == []
+
+
+def test_admin_disable_survives_upgrade(chroot, deb, newer_deb):
+    ch = chroot
+    ch.fake_systemd()
+    ch.install(deb)
+    ch.systemctl("disable", "azure-firstboot-hostname.service")
+    assert ch.systemctl("is-enabled", "azure-firstboot-hostname.service", check=False).stdout.strip() == "disabled"
+
+    ch.install(newer_deb)
+    assert ch.sh("dpkg-query -W -f='${Version}' %s" % PKG).stdout == version() + "+test1"
+    assert ch.systemctl("is-enabled", "azure-firstboot-hostname.service", check=False).stdout.strip() == "disabled"
+    assert not os.path.lexists(ch.path("/etc/systemd/system/multi-user.target.wants/"
+                                       "azure-firstboot-hostname.service"))
+    assert_enabled(ch, [u for u in UNITS if "hostname" not in u])
+    assert started_units(ch.systemctl_log()) == [], ch.systemctl_log()

@@ -1,0 +1,109 @@
+"""Static cross-checks between systemd/ (units, preset, example config, man page)
+and the agent's own contract (CLI commands, configuration schema and defaults)."""
+
+import os
+import re
+
+from conftest import TOP, UNITS
+
+from azure_firstboot import cli, config
+
+SYSTEMD = os.path.join(TOP, "systemd")
+
+
+def unit(name):
+    """Unit file -> {key: [values]} (sections merged; keys are unique across ours)."""
+    keys = {}
+    with open(os.path.join(SYSTEMD, name), encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith(("#", ";", "[")):
+                key, _, value = line.partition("=")
+                keys.setdefault(key, []).append(value)
+    return keys
+
+
+def seconds(text):
+    m = re.fullmatch(r"(\d+)(min|s)?", text)
+    assert m, text
+    return int(m.group(1)) * (60 if m.group(2) == "min" else 1)
+
+
+def test_units_run_cli_commands_with_shared_runtime_dir():
+    for name in UNITS:
+        u = unit(name)
+        command = name[len("azure-firstboot-"):-len(".service")]
+        assert u["ExecStart"] == ["/usr/bin/azure-firstboot " + command]
+        assert command in cli.COMMANDS
+        assert u["Type"] == ["oneshot"] and u["RemainAfterExit"] == ["yes"]
+        assert u["StateDirectory"] == ["azure-firstboot"]
+        assert u["RuntimeDirectory"] == ["azure-firstboot"]
+        # shared /run/azure-firstboot must survive any one unit stopping or failing
+        assert u["RuntimeDirectoryPreserve"] == ["yes"]
+        assert u["WantedBy"] == ["multi-user.target"]
+        assert u["IPAddressDeny"] == ["any"]
+        allowed = " ".join(u["IPAddressAllow"]).split()
+        for needed in ("localhost", "link-local", "168.63.129.16", "10.0.0.0/8"):
+            assert needed in allowed, (name, needed)
+
+
+def test_fast_path_and_ordering():
+    hostname = unit("azure-firstboot-hostname.service")
+    ready = unit("azure-firstboot-report-ready.service")
+    wait = unit("azure-firstboot-network-wait.service")
+    for u in (hostname, ready):
+        assert u["ConditionPathExists"] == ["!/run/azure-firstboot/provisioned"]
+    assert "ConditionPathExists" not in wait   # it is the one that writes the flag
+    assert "network-online.target" in wait["Wants"][0] and "network-online.target" in wait["After"][0]
+    assert hostname["Requires"] == ["azure-firstboot-network-wait.service"]
+    after = " ".join(ready["After"])
+    assert "azure-firstboot-hostname.service" in after and "azure-firstboot-network-wait.service" in after
+    # report-ready must run when hostname failed: ordering only, no Requires/Requisite/BindsTo
+    for key in ("Requires", "Requisite", "BindsTo", "PartOf"):
+        assert "azure-firstboot-hostname.service" not in " ".join(ready.get(key, []))
+
+
+def test_timeouts_leave_room_for_the_configured_defaults():
+    defaults = config.defaults()
+    timeout = {n: seconds(unit(n)["TimeoutStartSec"][0]) for n in UNITS}
+    assert timeout["azure-firstboot-network-wait.service"] > defaults[("provisioning", "network_timeout")]
+    assert timeout["azure-firstboot-hostname.service"] > defaults[("imds", "timeout")]
+    assert timeout["azure-firstboot-report-ready.service"] > defaults[("provisioning", "deadline")]
+
+
+def test_preset_enables_exactly_the_units():
+    with open(os.path.join(SYSTEMD, "90-azure-firstboot.preset"), encoding="utf-8") as f:
+        lines = [l.split() for l in f if l.strip() and not l.startswith("#")]
+    assert sorted(lines) == sorted(["enable", u] for u in UNITS)
+
+
+def test_example_config_lists_every_key_with_its_default():
+    with open(os.path.join(SYSTEMD, "azure-firstboot.conf"), encoding="utf-8") as f:
+        text = f.read()
+    # as shipped: all defaults
+    assert config.parse(text, "example") == config.defaults()
+    # uncommented: every key present exactly once, each value being the default
+    uncommented = re.sub(r"(?m)^#(\w+ = )", r"\1", text)
+    keys = set()
+    section = None
+    for line in uncommented.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif re.match(r"\w+ = ", line):
+            keys.add((section, line.split(" = ")[0]))
+    assert keys == set(config.defaults())
+    assert config.parse(uncommented, "example") == config.defaults()
+
+
+def test_man_page_documents_commands_and_keys():
+    with open(os.path.join(SYSTEMD, "azure-firstboot.8"), encoding="utf-8") as f:
+        man = f.read().replace("\\-", "-")
+    for command in cli.COMMANDS:
+        assert ".B " + command in man or ".BR " + command in man, command
+    for flags in cli.COMMAND_FLAGS.values():
+        for flag in flags:
+            assert flag in man, flag
+    for section, key in config.defaults():
+        assert ".B [%s] %s" % (section, key) in man, (section, key)
+    for name in UNITS:
+        assert name in man
