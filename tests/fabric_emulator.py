@@ -100,7 +100,7 @@ SCENARIO_KEYS = [
     ("incarnation", 1, "int", "goal state Incarnation"),
     ("container_id", "8e6f3c2a-1b4d-4e5f-9a7b-2c3d4e5f6a7b", "str", "goal state Container/ContainerId"),
     ("instance_id", None, "optstr",
-     "RoleInstance/InstanceId; default '%s._<computer_name>'" % ROLE_GUID),
+     "RoleInstance/InstanceId; null = '%s._<computer_name>'" % ROLE_GUID),
     ("mac", "525400123456", "str", "IMDS network.interface[0].macAddress"),
     ("private_ip", "10.0.0.4", "str", "IMDS ipv4.ipAddress[0].privateIpAddress"),
     ("public_ip", "20.61.10.5", "str", "IMDS ipv4.ipAddress[0].publicIpAddress"),
@@ -116,7 +116,7 @@ SCENARIO_KEYS = [
     ("resource_group", "myrg", "str", "IMDS compute.resourceGroupName"),
     ("imds_override", {}, "dict", "dict deep-merged into the instance document last"),
     ("config_url_base", None, "optstr",
-     "base of the config URLs in the goal state (default http://<own wireserver address>)"),
+     "base of the config URLs in the goal state; null = http://<own wireserver address>"),
     # WireServer behaviour
     ("require_version_header", True, "bool",
      "goalstate/health/config requests without x-ms-version get 400 (versions never needs it)"),
@@ -136,7 +136,7 @@ SCENARIO_KEYS = [
      "broken goal state body: truncated (Content-Length says more, connection closes), "
      "malformed (bad XML), oversized (> oversized_bytes, streamed without Content-Length), "
      "doctype_bomb (billion laughs), unknown_elements (extra/reordered/whitespace, still valid)"),
-    ("goalstate_body_count", None, "optint", "apply goalstate_body to the next N goal states (default all)"),
+    ("goalstate_body_count", None, "optint", "apply goalstate_body to the next N goal states; null = all"),
     # IMDS behaviour
     ("imds_refuse_for", 0.0, "num", "like ws_refuse_for, for IMDS"),
     ("imds_gone_for", 0.0, "num", "IMDS answers 410 for this many seconds (counted from imds_gone_from)"),
@@ -145,11 +145,11 @@ SCENARIO_KEYS = [
     ("imds_delay", 0.0, "num", "seconds to wait before answering every IMDS request"),
     ("imds_drop", 0, "int", "the next N IMDS requests are closed without any response"),
     ("imds_statuses", [], "statuses", "status sequence for IMDS requests"),
-    ("imds_rate_limit", None, "optint", "answer 429 beyond N requests per second (default off)"),
+    ("imds_rate_limit", None, "optint", "answer 429 beyond N requests per second; null = off"),
     ("imds_body", None, "choice:" + "|".join(IMDS_BODY_FAULTS),
      "broken instance document: malformed (invalid JSON), oversized (streamed), "
      "no_osprofile (compute.osProfile absent), empty_computer_name"),
-    ("imds_body_count", None, "optint", "apply imds_body to the next N instance requests (default all)"),
+    ("imds_body_count", None, "optint", "apply imds_body to the next N JSON instance requests; null = all"),
     ("oversized_bytes", 3 * 1024 * 1024, "int", "size of 'oversized' bodies"),
 ]
 _KINDS = {k: kind for k, _d, kind, _h in SCENARIO_KEYS}
@@ -1249,6 +1249,12 @@ def _help_epilog():
               "unknown ContainerId/InstanceId -> 400 Error; a Description over 4096 bytes -> 500",
               "(as observed in the field); a GoalStateIncarnation other than the current one, or a",
               "ContainerId/InstanceId that was current earlier -> 410 Error/ResourceNotAvailable.",
+              "",
+              "Records (Fabric.requests(), GET /requests, --record JSON lines): service, method,",
+              "path (with query), headers (lower-case keys), body, status (None: dropped, or still",
+              "in flight), t (seconds since start, at arrival), fault (comma-separated or null).",
+              "--ready-file: one JSON line {wireserver, imds, pid[, control]} once bound; with",
+              "ws_refuse_for the WireServer port is bound (known) but refuses until the time passed.",
               "",
               "control API (--control): GET /requests[?service=], GET /health-reports,",
               "GET /goal-state-ids, GET /scenario, GET /addresses, POST /configure (JSON changes).",
