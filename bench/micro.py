@@ -1,0 +1,165 @@
+"""Host-side micro-benchmark: each unit of ours against the fabric emulator on loopback.
+
+For every unit (network-wait, hostname, report-ready on a first boot, and network-wait
+on an already-provisioned reboot): mean/min wall time of
+``python3 -m azure_firstboot --root DIR --config F <unit>`` over N runs, each run a fresh
+scratch root (as tests/demo.py sets one up), plus ``python3 -X importtime`` totals
+(sum of the "self" column = time spent importing, and the number of modules imported).
+Baselines: ``python3 -c pass`` and ``python3 -I -S -c pass`` on the same host.
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SRC = os.path.join(REPO, "src")
+sys.path.insert(0, os.path.join(REPO, "tests"))
+from fabric_emulator import Fabric  # noqa: E402
+
+# Debian's python3, as in the image (a pyenv/venv python3 has more site imports)
+PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+STEPS = ("network-wait", "hostname", "report-ready")
+VM_ID = "5C9F1C56-64F7-4D55-9A0B-6C2F0E8B7A31"
+
+
+def _write(root, rel, text):
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def scratch_root(fab):
+    root = tempfile.mkdtemp(prefix="afb-micro.")
+    _write(root, "sys/class/dmi/id/chassis_asset_tag", "7783-7084-3265-9085-8269-3286-77\n")
+    _write(root, "sys/class/dmi/id/product_uuid", VM_ID + "\n")
+    _write(root, "etc/hostname", "localhost\n")
+    _write(root, "etc/hosts", "127.0.0.1\tlocalhost\n")
+    _write(root, "bench.conf", "[wireserver]\nendpoint = %s\n[imds]\nendpoint = %s\n" % (
+        fab.wireserver_address, fab.imds_address))
+    return root
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="")
+
+
+def run_unit(root, step, importtime=False):
+    argv = [PY]
+    if importtime:
+        argv += ["-X", "importtime"]
+    argv += ["-m", "azure_firstboot", "--config", os.path.join(root, "bench.conf"),
+             "--root", root, step]
+    t0 = time.monotonic()
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                       universal_newlines=True)
+    took = time.monotonic() - t0
+    if p.returncode != 0:
+        raise RuntimeError("%s exited %d: %s" % (step, p.returncode, (p.stdout + p.stderr)[-800:]))
+    return took, p.stderr
+
+
+def parse_importtime(stderr):
+    total_us = 0
+    n = 0
+    top = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        try:
+            self_us = int(parts[0])
+            cum_us = int(parts[1])
+        except (ValueError, IndexError):
+            continue
+        name = parts[2][1:].rstrip()
+        total_us += self_us
+        n += 1
+        if not name.startswith(" "):  # top-level import (cumulative includes children)
+            top.append((cum_us, name.strip()))
+    top.sort(reverse=True)
+    return {"import_s": round(total_us / 1e6, 4), "modules": n,
+            "top": [{"module": m, "cumulative_s": round(c / 1e6, 4)} for c, m in top[:6]]}
+
+
+def _baseline(argv, n):
+    ts = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        subprocess.run(argv, check=True)
+        ts.append(time.monotonic() - t0)
+    return {"mean_s": round(statistics.mean(ts), 4), "min_s": round(min(ts), 4)}
+
+
+def run(n=10, log=print):
+    """Returns the micro-benchmark figures (dict)."""
+    # run 0 only warms the page cache (not counted)
+    out = {"runs": n, "python": subprocess.check_output(
+        [PY, "-c", "import sys; print(sys.version.split()[0])"], universal_newlines=True).strip(),
+        "python_path": PY, "units": {}}
+    times = {s: [] for s in STEPS + ("network-wait (provisioned)",)}
+    with Fabric({"computer_name": "micro-vm", "vm_id": VM_ID.lower()}).start() as fab:
+        for i in range(n + 1):
+            root = scratch_root(fab)
+            try:
+                for s in STEPS:
+                    took, _ = run_unit(root, s)
+                    if i:
+                        times[s].append(took)
+                shutil.rmtree(os.path.join(root, "run"), ignore_errors=True)
+                took, _ = run_unit(root, "network-wait")
+                if i:
+                    times["network-wait (provisioned)"].append(took)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+        root = scratch_root(fab)
+        try:
+            imp = {}
+            for s in STEPS:
+                imp[s] = parse_importtime(run_unit(root, s, importtime=True)[1])
+            shutil.rmtree(os.path.join(root, "run"), ignore_errors=True)
+            imp["network-wait (provisioned)"] = parse_importtime(
+                run_unit(root, "network-wait", importtime=True)[1])
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    for s, ts in times.items():
+        out["units"][s] = {"mean_s": round(statistics.mean(ts), 4), "min_s": round(min(ts), 4),
+                           "max_s": round(max(ts), 4)}
+        out["units"][s].update(imp[s])
+    out["first_boot_total_mean_s"] = round(sum(out["units"][s]["mean_s"] for s in STEPS), 4)
+    out["baseline"] = {
+        "python3 -c pass": _baseline([PY, "-c", "pass"], n),
+        "python3 -I -S -c pass": _baseline([PY, "-I", "-S", "-c", "pass"], n),
+    }
+    imp_pass = parse_importtime(subprocess.run(
+        [PY, "-X", "importtime", "-c", "pass"], stderr=subprocess.PIPE,
+        universal_newlines=True).stderr)
+    out["baseline"]["python3 -c pass"].update(import_s=imp_pass["import_s"],
+                                              modules=imp_pass["modules"])
+    return out
+
+
+def table(m):
+    lines = ["| unit (host, loopback emulator) | mean wall | min | import time (-X importtime, self sum) | modules |",
+             "|---|---|---|---|---|"]
+    for s, d in m["units"].items():
+        lines.append("| %s | %.3f s | %.3f s | %.3f s | %d |" % (
+            s, d["mean_s"], d["min_s"], d["import_s"], d["modules"]))
+    for s, d in m["baseline"].items():
+        lines.append("| `%s` (baseline) | %.3f s | %.3f s | %s | %s |" % (
+            s, d["mean_s"], d["min_s"], ("%.3f s" % d["import_s"]) if "import_s" in d else "",
+            d.get("modules", "")))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    r = run(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    print(json.dumps(r, indent=1))
+    print(table(r))

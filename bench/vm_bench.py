@@ -1,0 +1,364 @@
+"""VM side of the benchmark: variant images and one measured boot, on tests/vm/harness.py.
+
+Everything QEMU/emulator/image related comes from helper-3's harness library; this module
+only adds (through the harness's ``customize`` hook, never by editing it):
+
+* the variant layers on the same cached base image:
+  ours (our .deb as shipped), sample (the seed document's script + unit, verbatim in
+  bench/sample/), waagent (Debian's package + the documented harness fixes) and
+  cloud-init (Debian's package, Azure datasource, ovf-env.xml seed, isc-dhcp-client);
+* bench instrumentation in every variant alike: bench-taskstats (per-process CPU and
+  peak RSS from the kernel's taskstats exit records, no wrapper around the units) and
+  bench-collect (runs before vm-report, prints its JSON between BENCH markers on the
+  serial console);
+* a host -> guest "Ready seen" signal: "BENCHGO" written at the start of the report disk
+  once the emulator accepted Ready, so a daemon agent is not powered off early.
+
+Timing sources (host clock): QEMU start = harness BootResult.t_start (time.time() just
+before Popen); Ready = emulator record "t" (monotonic since emulator start) + the
+emulator's ready-file mtime (written just after it started; bias: a few ms, same for all
+variants); DHCP = timestamp of the first DHCPACK in the NIC pcap (filter-dump, host time).
+"""
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "vm"))
+import harness as h  # noqa: E402
+
+VARIANTS = ("ours", "sample", "waagent", "cloud-init")
+# bump when a customize function below changes (it is part of the image cache tag)
+BENCH_LAYER = "1"
+AGENT_UNITS = {
+    "ours": list(h.UNITS),
+    "sample": ["azure-provisioning.service"],
+    "waagent": ["walinuxagent.service"],
+    "cloud-init": ["cloud-init-local.service", "cloud-init.service", "cloud-config.service",
+                   "cloud-final.service"],
+}
+COMPUTER_NAME = "bench-vm"
+
+
+def _bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _layer_hash(variant):
+    parts = [BENCH_LAYER, variant, _bytes(os.path.abspath(__file__))]
+    for d in ("guest", "sample"):
+        for n in sorted(os.listdir(os.path.join(HERE, d))):
+            if os.path.isfile(os.path.join(HERE, d, n)) and not n.endswith(".pyc"):
+                parts.append(_bytes(os.path.join(HERE, d, n)))
+    return h._hash(*parts)[:8]
+
+
+def _write(root, rel, text, mode=0o644):
+    path = os.path.join(root, rel.lstrip("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def _apt_install(root, pkgs, lf):
+    """apt-get install in the image chroot from the image's own sources (the mirror)."""
+    shutil.copy("/etc/resolv.conf", os.path.join(root, "etc/resolv.conf.bench"))
+    rc = os.path.join(root, "etc/resolv.conf")
+    saved = os.readlink(rc) if os.path.islink(rc) else (_bytes(rc) if os.path.exists(rc) else None)
+    if os.path.lexists(rc):
+        os.unlink(rc)
+    os.rename(os.path.join(root, "etc/resolv.conf.bench"), rc)
+    _write(root, "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
+    try:
+        h._chroot(root, ["apt-get", "update", "-q"], lf)
+        h._chroot(root, ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
+                  + list(pkgs), lf)
+        h._chroot(root, ["apt-get", "clean"], lf)
+    finally:
+        os.unlink(os.path.join(root, "usr/sbin/policy-rc.d"))
+        os.unlink(rc)
+        if isinstance(saved, str):
+            os.symlink(saved, rc)
+        elif saved is not None:
+            with open(rc, "wb") as f:
+                f.write(saved)
+        shutil.rmtree(os.path.join(root, "var/lib/apt/lists"), ignore_errors=True)
+        os.makedirs(os.path.join(root, "var/lib/apt/lists/partial"), exist_ok=True)
+
+
+def _instrument(root, variant, lf):
+    for n in ("bench-taskstats", "bench-collect"):
+        shutil.copy(os.path.join(HERE, "guest", n), os.path.join(root, "usr/local/sbin", n))
+        os.chmod(os.path.join(root, "usr/local/sbin", n), 0o755)
+        shutil.copy(os.path.join(HERE, "guest", n + ".service"),
+                    os.path.join(root, "etc/systemd/system", n + ".service"))
+    _write(root, "etc/bench/bench.json", json.dumps({"variant": variant,
+                                                    "units": AGENT_UNITS[variant]}) + "\n")
+    h._chroot(root, ["systemctl", "enable", "bench-taskstats.service",
+                     "bench-collect.service"], lf)
+
+
+def _custom_sample(root, lf):
+    # The seed document's steps, in order, on our Debian 12 base:
+    # 1. "sudo apt purge -y waagent; sudo rm -rf /var/lib/waagent /etc/waagent.conf
+    #    /var/log/waagent.log" (waagent is not installed in the base: a no-op, run anyway)
+    h._chroot(root, ["apt-get", "purge", "-y", "waagent"], lf, check=False)
+    h._chroot(root, ["rm", "-rf", "/var/lib/waagent", "/etc/waagent.conf",
+                     "/var/log/waagent.log"], lf)
+    # The unit's second ExecStart needs curl, which the document's Debian marketplace
+    # image has and our minbase does not.
+    _apt_install(root, ["curl", "ca-certificates"], lf)
+    # 2. the Python script at /usr/local/azure-provisioning.py, 3. the unit in
+    #    /etc/systemd/system, 4. "sudo systemctl enable azure-provisioning.service"
+    shutil.copy(os.path.join(HERE, "sample", "azure-provisioning.py"),
+                os.path.join(root, "usr/local/azure-provisioning.py"))
+    shutil.copy(os.path.join(HERE, "sample", "azure-provisioning.service"),
+                os.path.join(root, "etc/systemd/system/azure-provisioning.service"))
+    h._chroot(root, ["systemctl", "enable", "azure-provisioning.service"], lf)
+
+
+def _set_conf(path, key, value):
+    text = open(path).read()
+    pat = re.compile(r"^#?\s*%s\s*=.*$" % re.escape(key), re.M)
+    if pat.search(text):
+        text = pat.sub("%s=%s" % (key, value), text, count=1)
+    else:
+        text += "\n%s=%s\n" % (key, value)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _custom_waagent(root, lf):
+    _apt_install(root, ["waagent"], lf)
+    conf = os.path.join(root, "etc/waagent.conf")
+    _set_conf(conf, "Provisioning.Agent", "disabled")
+    _set_conf(conf, "ResourceDisk.Format", "n")
+    # The unit has ConditionVirtualization=microsoft: clear it (QEMU is not Hyper-V).
+    _write(root, "etc/systemd/system/walinuxagent.service.d/bench.conf",
+           "# bench harness: this VM is QEMU, not Hyper-V\n[Unit]\nConditionVirtualization=\n")
+    # Debian 12's waagent 2.7.3 calls traceback.format_exception(etype=...), which
+    # Python >= 3.10 rejects: a harmless warning becomes "Error fetching goal state".
+    patched = []
+    for dirpath, _dirs, files in os.walk(os.path.join(root, "usr/lib/python3/dist-packages",
+                                                      "azurelinuxagent")):
+        for n in files:
+            if n.endswith(".py"):
+                p = os.path.join(dirpath, n)
+                t = open(p).read()
+                if "format_exception(etype=" in t:
+                    with open(p, "w") as f:
+                        f.write(t.replace("format_exception(etype=", "format_exception("))
+                    patched.append(os.path.relpath(p, root))
+    lf.write("bench: patched traceback.format_exception(etype=) in %s\n" % patched)
+    if not patched:
+        raise RuntimeError("waagent: the traceback call to patch was not found")
+    h._chroot(root, ["systemctl", "enable", "walinuxagent.service"], lf)
+
+
+OVF_ENV = """<?xml version="1.0" encoding="utf-8"?>
+<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1" xmlns:oe="http://schemas.dmtf.org/ovf/environment/1" xmlns:wa="http://schemas.microsoft.com/windowsazure" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
+  <wa:ProvisioningSection>
+    <wa:Version>1.0</wa:Version>
+    <LinuxProvisioningConfigurationSet xmlns="http://schemas.microsoft.com/windowsazure" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
+      <ConfigurationSetType>LinuxProvisioningConfiguration</ConfigurationSetType>
+      <HostName>%s</HostName>
+      <UserName>azureuser</UserName>
+      <DisableSshPasswordAuthentication>true</DisableSshPasswordAuthentication>
+    </LinuxProvisioningConfigurationSet>
+  </wa:ProvisioningSection>
+  <wa:PlatformSettingsSection>
+    <wa:Version>1.0</wa:Version>
+    <PlatformSettings xmlns="http://schemas.microsoft.com/windowsazure" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
+      <ProvisionGuestAgent>false</ProvisionGuestAgent>
+    </PlatformSettings>
+  </wa:PlatformSettingsSection>
+</Environment>
+""" % COMPUTER_NAME
+
+
+def _custom_cloudinit(root, lf):
+    _apt_install(root, ["cloud-init", "isc-dhcp-client"], lf)
+    _write(root, "etc/cloud/cloud.cfg.d/99-bench.cfg",
+           "# bench harness: Azure only (the VM's DMI asset tag says Azure)\n"
+           "datasource_list: [ Azure ]\n")
+    _write(root, "var/lib/cloud/seed/azure/ovf-env.xml", OVF_ENV, 0o600)
+
+
+CUSTOM = {"ours": None, "sample": _custom_sample, "waagent": _custom_waagent,
+          "cloud-init": _custom_cloudinit}
+
+
+def build(variant):
+    """The variant's image (cached by the harness, keyed by our layer's inputs too)."""
+    custom = CUSTOM[variant]
+
+    def customize(root, lf):
+        if custom:
+            custom(root, lf)
+        _instrument(root, variant, lf)
+
+    tag = "bench-%s-%s" % (variant, _layer_hash(variant))
+    if variant == "ours":
+        deb = h.find_deb()
+        if not deb:
+            raise RuntimeError("no dist/azure-firstboot_*_all.deb: run 'make deb' first")
+        return h.build_image("networkd", deb=deb, customize=customize, tag=tag)
+    return h.build_image("networkd", deb=None, deprovision=None, customize=customize, tag=tag)
+
+
+# --------------------------------------------------------------------------- boot
+
+class TimedFabric(h.Fabric):
+    """harness.Fabric plus the host wall-clock time of the emulator's t=0."""
+
+    def start(self, timeout=20):
+        r = h.Fabric.start(self, timeout)
+        # the ready file is written right after the emulator set its t0 and bound
+        self.t0_wall = os.stat(self.ready_file).st_mtime
+        return r
+
+    def ready_accepted(self):
+        """Host time of the first health POST with State Ready that got 200, or None."""
+        for r in self.records():
+            if r.get("service") == "wireserver" and r.get("method") == "POST" \
+                    and "comp=health" in (r.get("path") or "") and r.get("status") == 200 \
+                    and "<State>Ready</State>" in (r.get("body") or ""):
+                return self.t0_wall + r["t"]
+        return None
+
+
+def scenario(vm_id):
+    # same fabric for every variant: default names (compute.name is the scale-set
+    # style "myvmss_3", as the emulator ships it); config URLs on the real address so
+    # waagent can fetch HostingEnvironmentConfig/SharedConfig through the guestfwd.
+    return {"vm_id": vm_id, "computer_name": COMPUTER_NAME,
+            "config_url_base": "http://%s" % h.WIRESERVER_IP}
+
+
+def _go(report_disk):
+    with open(report_disk, "r+b") as f:
+        f.write(b"BENCHGO\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def parse_bench(serial_text):
+    m = re.search(r"=====BENCH-BEGIN=====\r?\n(.*?)\r?\n=====BENCH-END=====", serial_text, re.S)
+    if not m:
+        return None
+    try:
+        return json.loads(m.group(1))
+    except ValueError:
+        return None
+
+
+def measure_boot(image, variant, workdir, name, vm_id, overlay=None, expect_ready=True,
+                 timeout=360):
+    """One boot; returns a dict of figures (None where not measurable) + artefact paths."""
+    os.makedirs(workdir, exist_ok=True)
+    report_disk = os.path.join(workdir, name + ".report.raw")
+    state = {"go": False}
+    with TimedFabric(workdir, scenario(vm_id), name=name + ".fabric") as fab:
+
+        def stop_when(f):
+            if not state["go"] and os.path.exists(report_disk) and \
+                    (not expect_ready or f.ready_accepted() is not None):
+                _go(report_disk)
+                state["go"] = True
+            return False
+
+        res = h.boot(image, workdir, name, vm_id, fabric=fab, overlay=overlay,
+                     timeout=timeout, stop_when=stop_when, poll=0.2)
+        records = fab.records()
+        ready_t = fab.ready_accepted()
+    out = {"variant": variant, "name": name, "how": res.how, "boot_s": round(res.duration, 2),
+           "workdir": workdir, "overlay": res.overlay, "vm_id": vm_id}
+    acks = [p for p in h.dhcp_packets(res.pcap) if p["type"] == "ACK"]
+    out["boot_to_dhcp_s"] = round(acks[0]["t"] - res.t_start, 3) if acks else None
+    out["boot_to_ready_s"] = round(ready_t - res.t_start, 3) if ready_t else None
+    out["dhcp_to_ready_s"] = (round(out["boot_to_ready_s"] - out["boot_to_dhcp_s"], 3)
+                              if ready_t and acks else None)
+    health = [r for r in records if "comp=health" in (r.get("path") or "")]
+    out["health_posts"] = [(r.get("status"), re.findall(r"<State>(\w+)</State>",
+                                                         r.get("body") or "")) for r in health]
+    out["wireserver_requests"] = sum(1 for r in records if r.get("service") == "wireserver")
+    out["imds_requests"] = sum(1 for r in records if r.get("service") == "imds")
+    bench = parse_bench(res.serial())
+    out["guest"] = summarize_guest(bench) if bench else None
+    if bench:
+        with open(os.path.join(workdir, name + ".bench.json"), "w") as f:
+            json.dump(bench, f, indent=1, sort_keys=True)
+    return out
+
+
+def summarize_guest(b):
+    """Agent CPU / peak RSS / time in units from the guest's bench-collect document."""
+    s = {"wait": b.get("wait"), "hostname": b.get("hostname"),
+         "taskstats_ok": b.get("taskstats_ok"), "baseline": b.get("baseline")}
+    cpu = 0.0
+    rss = 0
+    nproc = 0
+    per_unit = {}
+    in_units = 0.0
+    for u, info in sorted(b.get("units", {}).items()):
+        procs = b.get("procs", {}).get(u, [])
+        ucpu = sum(p.get("cpu_s", 0.0) for p in procs)
+        urss = max([p.get("rss_kb", 0) for p in procs] or [0])
+        a = int(info.get("InactiveExitTimestampMonotonic") or 0)
+        e = int(info.get("ActiveEnterTimestampMonotonic") or 0)
+        ie = int(info.get("InactiveEnterTimestampMonotonic") or 0)
+        end = e if e >= a else (ie if ie >= a else 0)
+        active_s = (end - a) / 1e6 if a and end else None
+        if active_s:
+            in_units += active_s
+        cg = info.get("CPUUsageNSec")
+        cg_s = int(cg) / 1e9 if cg and cg.isdigit() else None
+        cons = _consumed_s(b.get("consumed", {}).get(u))
+        # unit CPU: the cgroup's (exact, all processes incl. systemd's pre-exec setup);
+        # journald's "Consumed" for units already stopped; else taskstats' sum
+        ucpu_best = cg_s if cg_s is not None else (cons if cons is not None else ucpu)
+        per_unit[u] = {"cpu_s": round(ucpu_best, 3), "taskstats_cpu_s": round(ucpu, 3),
+                       "peak_rss_kb": urss, "processes": len(procs),
+                       "activating_s": round(active_s, 3) if active_s is not None else None,
+                       "cgroup_cpu_s": round(cg_s, 3) if cg_s is not None else None,
+                       "consumed": b.get("consumed", {}).get(u),
+                       "result": "%s/%s %s" % (info.get("ActiveState"), info.get("SubState"),
+                                               info.get("Result")),
+                       "condition": info.get("ConditionResult"),
+                       "comms": sorted(set(p.get("comm") for p in procs))}
+        cpu += ucpu_best
+        rss = max(rss, urss)
+        nproc += len(procs)
+    s["units"] = per_unit
+    s["cpu_s"] = round(cpu, 3)
+    s["peak_rss_kb"] = rss
+    s["processes"] = nproc
+    s["time_in_units_s"] = round(in_units, 3)
+    return s
+
+
+def _consumed_s(vals):
+    """journald's "Consumed 1min 2.345s CPU time" values -> seconds (last one)."""
+    if not vals:
+        return None
+    total = 0.0
+    for num, unit in re.findall(r"([0-9.]+)(min|ms|us|s|h)", vals[-1]):
+        total += float(num) * {"h": 3600, "min": 60, "s": 1, "ms": 1e-3, "us": 1e-6}[unit]
+    return total
+
+
+def stats(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return {"median": round(statistics.median(v), 3), "min": round(min(v), 3),
+            "max": round(max(v), 3), "n": len(v)}
