@@ -41,6 +41,8 @@ def test_units_run_cli_commands_with_shared_runtime_dir():
         # shared /run/azure-firstboot must survive any one unit stopping or failing
         assert u["RuntimeDirectoryPreserve"] == ["yes"]
         assert u["WantedBy"] == ["multi-user.target"]
+        # ProcSubset=pid would hide /proc/sys/kernel/random/boot_id (state.py)
+        assert u.get("ProcSubset") != ["pid"]
         assert u["IPAddressDeny"] == ["any"]
         allowed = " ".join(u["IPAddressAllow"]).split()
         for needed in ("localhost", "link-local", "168.63.129.16", "10.0.0.0/8"):
