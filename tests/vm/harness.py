@@ -289,6 +289,13 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
                     _chroot(root, ["azure-firstboot", "deprovision"] + list(deprovision), lf)
             if customize:
                 customize(root, lf)
+            try:
+                with open(os.path.join(root, "etc/hostname")) as f:
+                    etc_hostname = f.read().strip()
+            except OSError:
+                etc_hostname = ""
+            with open(os.path.join(tmp, "etc_hostname"), "w") as f:
+                f.write(etc_hostname + "\n")
             # kernel + initrd out of the image for -kernel/-initrd boot
             for link, out in (("vmlinuz", "vmlinuz"), ("initrd.img", "initrd.img")):
                 src = os.path.join(root, link)
@@ -308,6 +315,15 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
         os.rename(tmp, path)
         log("image %s built in %.1f s" % (name, time.time() - t0))
     return _used(img)
+
+
+def image_hostname(img):
+    """The image's /etc/hostname as built ("" when deprovision removed it)."""
+    try:
+        with open(os.path.join(os.path.dirname(img.disk), "etc_hostname")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _used(img):
@@ -634,6 +650,59 @@ def read_report(path):
         return json.loads(body.decode("utf-8", "replace"))
     except ValueError:
         return None
+
+
+# --------------------------------------------------------------------------- results
+
+def _parse_health(body):
+    if REPO + "/tests" not in sys.path:
+        sys.path.insert(0, os.path.join(REPO, "tests"))
+    from fabric_emulator import parse_health
+    return parse_health(body)
+
+
+def health_posts(records):
+    """Health POSTs from emulator records, each with "report" (parsed, or None) added."""
+    out = []
+    for r in records:
+        if r.get("service") == "wireserver" and r.get("method") == "POST" \
+                and "comp=health" in r.get("path", ""):
+            try:
+                rep = _parse_health(r.get("body", ""))
+            except Exception:
+                rep = None
+            out.append(dict(r, report=rep))
+    return out
+
+
+def accepted_ready(records):
+    """Health POSTs with State Ready that the emulator accepted (200)."""
+    return [p for p in health_posts(records)
+            if p["status"] == 200 and p["report"] and p["report"]["state"] == "Ready"]
+
+
+def timeline(boot, records, fabric_t0):
+    """Seconds from QEMU start: first DHCP ACK (pcap, host clock), first accepted Ready;
+    and from the guest report: time each of our units spent (start -> active/exit)."""
+    out = {"boot_to_dhcp_s": None, "boot_to_ready_s": None, "dhcp_to_ready_s": None,
+           "units_s": {}}
+    acks = [p["t"] for p in dhcp_packets(boot.pcap) if p["type"] == "ACK"]
+    if acks:
+        out["boot_to_dhcp_s"] = min(acks) - boot.t_start
+    rd = accepted_ready(records)
+    if rd and fabric_t0 is not None:
+        out["boot_to_ready_s"] = fabric_t0 + rd[0]["t"] - boot.t_start
+    if out["boot_to_dhcp_s"] is not None and out["boot_to_ready_s"] is not None:
+        out["dhcp_to_ready_s"] = out["boot_to_ready_s"] - out["boot_to_dhcp_s"]
+    for u, d in ((boot.report or {}).get("units") or {}).items():
+        try:
+            a = int(d.get("InactiveExitTimestampMonotonic") or 0)
+            b = int(d.get("ActiveEnterTimestampMonotonic") or 0)
+        except ValueError:
+            continue
+        if a and b >= a:
+            out["units_s"][u] = (b - a) / 1e6
+    return out
 
 
 # --------------------------------------------------------------------------- pcap

@@ -26,12 +26,6 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-sys.path.insert(0, os.path.join(h.REPO, "tests"))
-try:
-    from fabric_emulator import parse_health  # noqa: E402
-except ImportError:  # pragma: no cover
-    parse_health = None
-
 BOOT_TIMEOUT = 300  # hard limit per boot (s)
 
 
@@ -43,23 +37,8 @@ def ids_for(name):
             "incarnation": 1}
 
 
-def health_posts(records):
-    """Health POSTs with their parsed report (None if unparsable) and the status we gave."""
-    out = []
-    for r in records:
-        if r.get("service") == "wireserver" and r.get("method") == "POST" \
-                and "comp=health" in r.get("path", ""):
-            try:
-                rep = parse_health(r.get("body", ""))
-            except Exception:
-                rep = None
-            out.append(dict(r, report=rep))
-    return out
-
-
-def accepted_ready(records):
-    return [p for p in health_posts(records)
-            if p["status"] == 200 and p["report"] and p["report"]["state"] == "Ready"]
+health_posts = h.health_posts
+accepted_ready = h.accepted_ready
 
 
 def ws_requests(records):
@@ -74,6 +53,7 @@ class Result(object):
         self.notes = []
         self.skipped = None
         self.ready_s = None
+        self.dhcp_to_ready_s = None
         self.boots = []
         self.error = None
 
@@ -114,10 +94,16 @@ def run_boot(ctx, res, name, scenario, vm_id=None, image=None, overlay=None,
     res.boots.append(boot)
     with open(os.path.join(wd, "report.json"), "w") as f:
         json.dump(boot.report, f, indent=1)
-    rd = accepted_ready(records)
-    if rd and res.ready_s is None:
-        res.ready_s = fab.t0_wall + rd[0]["t"] - boot.t_start
+    _timing(res, boot)
     return boot
+
+
+def _timing(res, boot):
+    tl = h.timeline(boot, boot.records, boot.fabric_t0)
+    boot.timeline = tl
+    if tl["boot_to_ready_s"] is not None and res.ready_s is None:
+        res.ready_s = tl["boot_to_ready_s"]
+        res.dhcp_to_ready_s = tl["dhcp_to_ready_s"]
 
 
 def guest_ok(res, boot):
@@ -345,9 +331,7 @@ def s9_ifupdown_option245(ctx, res):
     res.boots.append(boot)
     with open(os.path.join(wd, "report.json"), "w") as f:
         json.dump(boot.report, f, indent=1)
-    rd = accepted_ready(boot.records)
-    if rd:
-        res.ready_s = fab.t0_wall + rd[0]["t"] - boot.t_start
+    _timing(res, boot)
     provisioned(res, boot, sc)
     if boot.report:
         lease = "\n".join(v or "" for v in boot.report.get("leases", {}).values())
@@ -416,7 +400,8 @@ def main(argv=None):
     t_images = time.time() - t
     ctx = Ctx(args.workdir, images)
     ctx.images_error = images_error
-    ctx.deprovisioned_hostname = "localhost"  # what the hostname of a deprovisioned image is
+    # a deprovisioned image has no name of its own: systemd's fallback "localhost"
+    ctx.deprovisioned_hostname = h.image_hostname(images["networkd"]) or "localhost"
     if "1" not in want:
         ctx.s1_done.set()
 
@@ -465,13 +450,16 @@ def main(argv=None):
                 print("  --- serial log tail:")
                 print("\n".join("    " + l for l in b.serial_tail(40).splitlines()))
     print()
-    print("%-4s %-38s %-6s %s" % ("id", "scenario", "result", "boot->Ready"))
+    print("%-4s %-38s %-6s %-11s %-11s %s" % ("id", "scenario", "result", "boot->Ready",
+                                            "DHCP->Ready", "notes"))
     for sid in [s for s, _, _ in SCENARIOS if s in results]:
         r = results[sid]
         verdict = "PASS" if r.ok else ("SKIP" if r.skipped is not None else "FAIL")
         ready = "%.1f s" % r.ready_s if r.ready_s is not None else "-"
+        dr = "%.1f s" % r.dhcp_to_ready_s if r.dhcp_to_ready_s is not None else "-"
         extra = r.skipped if r.skipped is not None else "; ".join(r.notes)
-        print("%-4s %-38s %-6s %-11s %s" % (sid, r.title[:38], verdict, ready, extra[:110]))
+        print("%-4s %-38s %-6s %-11s %-11s %s" % (sid, r.title[:38], verdict, ready, dr,
+                                                  extra[:100]))
     print("images %.0f s, total %.0f s, artifacts in %s" % (t_images, time.time() - t_all,
                                                          args.workdir))
     print("%d passed, %d failed%s" % (passed, failed,
