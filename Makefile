@@ -69,9 +69,10 @@ sdist:
 deb: sdist
 	rm -rf build/deb && mkdir -p build/deb
 	tar -C build/deb -xzf $(SDIST)
-	cd build/deb/$(PKG)-$(VERSION) && $(PKGENV) dpkg-buildpackage -us -uc -b >../build.log 2>&1 \
+	cd build/deb/$(PKG)-$(VERSION) && $(PKGENV) dpkg-buildpackage -us -uc >../build.log 2>&1 \
 	    || { tail -30 ../build.log; exit 1; }
 	cp build/deb/$(PKG)_$(VERSION)_all.deb $(DEB)
+	cp build/deb/$(PKG)_$(VERSION).dsc build/deb/$(PKG)_$(VERSION).tar.xz dist/
 	@echo "built $(DEB)"
 
 deb-stdeb: sdist
@@ -94,7 +95,7 @@ rpm: sdist
 # nothing) and the security exposure of each unit (fails above 2.5).
 lint:
 	@test -f $(DEB) -a -f $(RPM) || { echo "lint: run 'make deb rpm' first"; exit 1; }
-	$(PKGENV) lintian --fail-on error,warning --tag-display-limit 0 $(DEB)
+	$(PKGENV) lintian --fail-on error,warning --tag-display-limit 0 $(DEB) dist/$(PKG)_$(VERSION).dsc
 	$(PKGENV) rpmlint -c rpm/rpmlint.toml -r rpm/$(PKG).rpmlintrc rpm/$(PKG).spec $(RPM)
 	@# verify the installed units in a root holding the .deb plus the host's
 	@# systemd units: ExecStart= and Documentation=man: are checked too.
