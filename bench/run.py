@@ -104,8 +104,8 @@ def targets(res):
     if not o:
         return t
     ready = {v: _med(s, "boot_to_ready_s") for v, s in V.items()}
-    if ready.get("ours") is not None:
-        others = [r for v, r in ready.items() if v != "ours" and r is not None]
+    others = [r for v, r in ready.items() if v in vb.VARIANTS and v != "ours" and r is not None]
+    if ready.get("ours") is not None and others:
         t["ours lowest boot->Ready"] = {"ours": ready["ours"], "best other": min(others) if others else None,
                                         "met": bool(others) and ready["ours"] < min(others)}
     if "sample" in V and _med(V["sample"], "dhcp_to_ready_s") and _med(o, "dhcp_to_ready_s") is not None:
@@ -152,13 +152,12 @@ def table(res):
             fmt(s["agent_cpu_s"]), fmt(s["agent_peak_rss_kb"], "MiB"),
             ("%g" % s["agent_processes"]["median"]) if s.get("agent_processes") else "–",
             s["ready_runs"], len(s["runs"])))
-    rb = res.get("ours_reboot")
-    if rb:
+    for v, rb in sorted(res.get("reboots", {}).items()):
         lines.append("")
-        lines.append("Already-provisioned reboot of ours: time in our units (activating → active, "
-                     "summed) median %s s over %d boots; Ready posts on reboot: %s." % (
-                         fmt(rb["time_in_units_s"]), len(rb["runs"]),
-                         sum(len(b.get("health_posts") or []) for b in rb["runs"])))
+        lines.append("Already-provisioned reboot of %s: time in our units (activating → active, "
+                     "summed) %s s, unit CPU %s s over %d boots; health posts on reboot: %d." % (
+                         v, fmt(rb["time_in_units_s"]), fmt(rb["cpu_s"]), len(rb["runs"]),
+                         rb["health_posts"]))
     return "\n".join(lines)
 
 
@@ -229,6 +228,26 @@ def update_readme(md):
     os.rename(tmp, README)
 
 
+def prune_bench_images(keep):
+    """Drop older cached images of the variants just built (img-*-bench-<variant>-*)."""
+    import glob
+    import shutil
+    keepdirs = set(os.path.dirname(i.disk) for i in keep)
+    variants = set()
+    for d in keepdirs:
+        m = re.match(r"img-\w+-bench-(.+)-[0-9a-f]{8}-[0-9a-f]{16}$", os.path.basename(d))
+        if m:
+            variants.add(m.group(1))
+    for d in glob.glob(os.path.join(h.cache_root(), "img-*-bench-*")):
+        m = re.match(r"img-\w+-bench-(.+)-[0-9a-f]{8}-[0-9a-f]{16}$", os.path.basename(d))
+        if not m or m.group(1) not in variants or d in keepdirs:
+            continue
+        if time.time() - os.path.getmtime(d) > 600:
+            shutil.rmtree(d, ignore_errors=True)
+            if os.path.exists(d + ".lock"):
+                os.unlink(d + ".lock")
+
+
 def check_sample_verbatim():
     """The sample files must still equal the seed document's code blocks (if present)."""
     import glob
@@ -247,7 +266,8 @@ def check_sample_verbatim():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--variants", default=",".join(vb.VARIANTS))
+    ap.add_argument("--variants", default=",".join(vb.VARIANTS),
+                    help="comma-separated, from %s" % ", ".join(vb.VARIANTS + vb.EXPERIMENTS))
     ap.add_argument("--micro-runs", type=int, default=20)
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
     ap.add_argument("--workdir", default=os.path.join(REPO, "build", "bench"))
@@ -257,7 +277,7 @@ def main():
     a = ap.parse_args()
     variants = [v for v in a.variants.split(",") if v]
     for v in variants:
-        if v not in vb.VARIANTS:
+        if v not in vb.VARIANTS + vb.EXPERIMENTS:
             ap.error("unknown variant %r" % v)
     if a.smoke:
         variants, a.runs, a.micro_runs = ["ours"], 1, 2
@@ -273,10 +293,11 @@ def main():
     for v in variants:
         h.log("bench: image for %s ..." % v)
         images[v] = vb.build(v)
+    prune_bench_images(images.values())
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
            "runs_per_variant": a.runs, "variants": {v: [] for v in variants},
            "sample_verbatim_from_seed": verbatim, "load": []}
-    reboots = []
+    reboots = {}
     baselines = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(a.runs):
@@ -294,19 +315,23 @@ def main():
                 baselines.append(b["guest"]["baseline"])
             h.log("bench: %s boot->Ready %s, DHCP->Ready %s (%s)" % (
                 v, b["boot_to_ready_s"], b["dhcp_to_ready_s"], b["how"]))
-            if v == "ours" and not a.no_reboot and not a.smoke:
+            if v.startswith("ours") and not a.no_reboot and not a.smoke:
                 r = vb.measure_boot(images[v], v, wd, "reboot", vm_id, overlay=b["overlay"],
                                     expect_ready=False)
                 r["load_before"] = before
-                reboots.append(r)
+                reboots.setdefault(v, []).append(r)
                 h.log("bench: ours reboot: time in units %s s, %d health posts" % (
                     (r.get("guest") or {}).get("time_in_units_s"), len(r["health_posts"])))
     res["variants"] = {v: summarize(bs) for v, bs in res["variants"].items()}
-    if reboots:
-        g = [r["guest"] for r in reboots if r.get("guest")]
-        res["ours_reboot"] = {"runs": reboots,
-                              "time_in_units_s": vb.stats([x["time_in_units_s"] for x in g]),
-                              "cpu_s": vb.stats([x["cpu_s"] for x in g])}
+    res["reboots"] = {}
+    for v, rbs in reboots.items():
+        g = [r["guest"] for r in rbs if r.get("guest")]
+        res["reboots"][v] = {"runs": rbs,
+                             "time_in_units_s": vb.stats([x["time_in_units_s"] for x in g]),
+                             "cpu_s": vb.stats([x["cpu_s"] for x in g]),
+                             "health_posts": sum(len(r.get("health_posts") or []) for r in rbs)}
+    if "ours" in res["reboots"]:
+        res["ours_reboot"] = res["reboots"]["ours"]
     if baselines:
         gb = {}
         for k in baselines[0]:

@@ -35,10 +35,14 @@ sys.path.insert(0, os.path.join(REPO, "tests", "vm"))
 import harness as h  # noqa: E402
 
 VARIANTS = ("ours", "sample", "waagent", "cloud-init")
+# experiments (not in the default set): ours with the units' sandboxing reset by drop-ins,
+# to measure what the sandbox setup costs at boot under TCG
+EXPERIMENTS = ("ours-nosandbox",)
 # bump when a customize function below changes (it is part of the image cache tag)
-BENCH_LAYER = "1"
+BENCH_LAYER = "2"
 AGENT_UNITS = {
     "ours": list(h.UNITS),
+    "ours-nosandbox": list(h.UNITS),
     "sample": ["azure-provisioning.service"],
     "waagent": ["walinuxagent.service"],
     "cloud-init": ["cloud-init-local.service", "cloud-init.service", "cloud-config.service",
@@ -193,8 +197,58 @@ def _custom_cloudinit(root, lf):
     _write(root, "var/lib/cloud/seed/azure/ovf-env.xml", OVF_ENV, 0o600)
 
 
-CUSTOM = {"ours": None, "sample": _custom_sample, "waagent": _custom_waagent,
+NOSANDBOX = """# bench experiment only: reset the sandbox to measure its cost at boot
+[Service]
+PrivateUsers=no
+PrivateTmp=no
+PrivateDevices=no
+PrivateMounts=no
+ProtectSystem=no
+ProtectHome=no
+ProtectClock=no
+ProtectHostname=no
+ProtectKernelTunables=no
+ProtectKernelModules=no
+ProtectKernelLogs=no
+ProtectControlGroups=no
+ProtectProc=default
+ProcSubset=all
+RestrictNamespaces=no
+MemoryDenyWriteExecute=no
+SystemCallFilter=
+RestrictAddressFamilies=
+IPAddressDeny=
+IPAddressAllow=
+DevicePolicy=auto
+ReadWritePaths=
+"""
+
+
+def _custom_nosandbox(root, lf):
+    for u in h.UNITS:
+        _write(root, "etc/systemd/system/%s.d/bench-nosandbox.conf" % u, NOSANDBOX)
+
+
+CUSTOM = {"ours": None, "ours-nosandbox": _custom_nosandbox, "sample": _custom_sample, "waagent": _custom_waagent,
           "cloud-init": _custom_cloudinit}
+
+
+# Every variant gets the same generalization, so first-boot work outside the agents is
+# alike: machine-id and /etc/hostname emptied (what `azure-firstboot deprovision
+# --machine-id --hostname` does for ours). SSH host keys are kept in every variant:
+# `--ssh-host-keys` would leave ours with no host keys and ssh.service failing and
+# restarting during our units (nothing on Debian 12 regenerates them; see README).
+OURS_DEPROVISION = ("--machine-id", "--hostname")
+
+
+def _generalize(root, lf):
+    for rel in ("etc/machine-id", "etc/hostname"):
+        with open(os.path.join(root, rel), "w"):
+            pass
+    dbus = os.path.join(root, "var/lib/dbus/machine-id")
+    if os.path.isfile(dbus) and not os.path.islink(dbus):
+        os.unlink(dbus)
+    lf.write("bench: generalized (machine-id, hostname emptied)\n")
 
 
 def build(variant):
@@ -204,14 +258,17 @@ def build(variant):
     def customize(root, lf):
         if custom:
             custom(root, lf)
+        if not variant.startswith("ours"):
+            _generalize(root, lf)
         _instrument(root, variant, lf)
 
     tag = "bench-%s-%s" % (variant, _layer_hash(variant))
-    if variant == "ours":
+    if variant.startswith("ours"):
         deb = h.find_deb()
         if not deb:
             raise RuntimeError("no dist/azure-firstboot_*_all.deb: run 'make deb' first")
-        return h.build_image("networkd", deb=deb, customize=customize, tag=tag)
+        return h.build_image("networkd", deb=deb, deprovision=OURS_DEPROVISION,
+                             customize=customize, tag=tag)
     return h.build_image("networkd", deb=None, deprovision=None, customize=customize, tag=tag)
 
 
@@ -300,6 +357,70 @@ def measure_boot(image, variant, workdir, name, vm_id, overlay=None, expect_read
     return out
 
 
+def _exec_names(execstart):
+    """Process names a unit's ExecStart= lines start: each binary, plus the commands named
+    inside a shell -c string (bash execs its last command in place, e.g. hostnamectl)."""
+    names = set()
+    for cmd in execstart.split("path=")[1:]:
+        path = cmd.split(";", 1)[0].strip()
+        names.add(os.path.basename(path)[:15])
+        argv = cmd.split("argv[]=", 1)[1].split(" ; ", 1)[0] if "argv[]=" in cmd else ""
+        for tok in re.split(r"[\s\"'$()`|;&]+", argv):
+            if tok and "/" not in tok and tok not in ("true", "false") and shutil.which(tok):
+                names.add(tok[:15])
+    return names
+
+
+def attribute(b):
+    """{unit: [process dicts]} from the guest's raw exit records (all_procs) and its live
+    processes. A process started by PID 1 belongs to the unit that was activating when it
+    started (the latest such unit start; its ExecMainPID wins) if its name is one the
+    unit's ExecStart= runs; its descendants follow it. Live processes come from the
+    unit's cgroup (collected in the guest)."""
+    units = b.get("units", {})
+    procs = {}
+    for pid, ppid, comm, start, end, cpu, rss in b.get("all_procs", []):
+        procs[pid] = {"pid": pid, "ppid": ppid, "comm": comm, "start_mono": start,
+                      "exit_mono": end, "cpu_s": cpu, "rss_kb": rss}
+    win = {}
+    for u, d in units.items():
+        s = int(d.get("InactiveExitTimestampMonotonic") or 0) / 1e6
+        ends = [int(d.get(k) or 0) / 1e6 for k in ("ActiveEnterTimestampMonotonic",
+                                                  "InactiveEnterTimestampMonotonic")]
+        e = max([x for x in ends if x > s] or [1e12])
+        win[u] = (s, e, int(d.get("ExecMainPID") or 0), _exec_names(d.get("ExecStart", "")))
+    owner = {}
+    for p in procs.values():
+        if p["ppid"] != 1:
+            continue
+        cands = [u for u, (s, e, main, names) in win.items()
+                 if s > 0 and (p["pid"] == main or (p["comm"] in names and
+                                                    s - 0.5 <= p["start_mono"] <= e + 0.5))]
+        mains = [u for u in cands if win[u][2] == p["pid"]]
+        if mains or cands:
+            owner[p["pid"]] = mains[0] if mains else max(cands, key=lambda u: win[u][0])
+    live = {}
+    for u, lst in (b.get("procs") or {}).items():  # live processes (cgroup members)
+        for p in lst:
+            if p.get("live") and u in units and p["pid"] not in owner:
+                live[p["pid"]] = (u, p)
+                owner[p["pid"]] = u
+                procs.setdefault(p["pid"], p)
+    grew = True
+    while grew:
+        grew = False
+        for p in procs.values():
+            if p["pid"] not in owner and p["ppid"] in owner:
+                owner[p["pid"]] = owner[p["ppid"]]
+                grew = True
+    out = {u: [] for u in units}
+    for pid, u in owner.items():
+        out[u].append(procs[pid])
+    for u in out:
+        out[u].sort(key=lambda p: p["start_mono"])
+    return out
+
+
 def summarize_guest(b):
     """Agent CPU / peak RSS / time in units from the guest's bench-collect document."""
     s = {"wait": b.get("wait"), "hostname": b.get("hostname"),
@@ -309,8 +430,9 @@ def summarize_guest(b):
     nproc = 0
     per_unit = {}
     in_units = 0.0
+    attributed = attribute(b) if "all_procs" in b else b.get("procs", {})
     for u, info in sorted(b.get("units", {}).items()):
-        procs = b.get("procs", {}).get(u, [])
+        procs = attributed.get(u, [])
         ucpu = sum(p.get("cpu_s", 0.0) for p in procs)
         urss = max([p.get("rss_kb", 0) for p in procs] or [0])
         a = int(info.get("InactiveExitTimestampMonotonic") or 0)
