@@ -182,7 +182,15 @@ def base_image():
         log("building base image %s (debootstrap bookworm from %s) ..." % (key, mirror))
         t0 = time.time()
         with open(os.path.join(tmp, "build.log"), "w") as lf:
-            _run(["bash", os.path.join(HERE, "build-base.sh"), tmp, mirror], logf=lf)
+            for attempt in (1, 2):  # one retry: a mirror hiccup should not fail CI
+                try:
+                    _run(["bash", os.path.join(HERE, "build-base.sh"), tmp, mirror], logf=lf)
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    log("base image build failed, retrying once (see %s)" % lf.name)
+                    shutil.rmtree(os.path.join(tmp, "root"), ignore_errors=True)
         with open(os.path.join(tmp, "done"), "w") as f:
             f.write("%.1f\n" % (time.time() - t0))
         if os.path.exists(path):

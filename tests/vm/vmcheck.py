@@ -173,6 +173,10 @@ def s1_first_boot(ctx, res):
         st = (boot.report or {}).get("status_json", {})
         res.check('"provisioned": true' in (st.get("out") or ""),
                   "azure-firstboot status --json does not say provisioned: %s" % st)
+        failed = (boot.report or {}).get("failed_units") or ""
+        if failed.strip():
+            res.note("failed units (not ours): %s" % ", ".join(
+                l.split()[0] for l in failed.splitlines() if l.strip()))
         if res.ok:
             ctx.s1 = (boot, sc)
     finally:
@@ -206,7 +210,9 @@ def s2_reboot(ctx, res):
               "hostname not kept: %r" % boot.report["hostname"])
     units_succeeded(res, boot, allow_skip=("hostname", "report-ready"))
     skipped = [u for u, d in boot.report["units"].items() if d.get("ConditionResult") == "no"]
-    res.note("units skipped by condition: %s" % ", ".join(sorted(skipped)))
+    res.note("skipped: %s" % ", ".join(sorted(u.split("-", 2)[-1].split(".")[0]
+                                              for u in skipped)))
+    res.note("our units took %.2f s" % sum(boot.timeline["units_s"].values()))
 
 
 def s3_clone(ctx, res):
