@@ -227,7 +227,15 @@ def _disk_format(path):
                        stderr=subprocess.STDOUT)
     if p.returncode != 0:
         raise RuntimeError("qemu-img info %s: %s" % (path, p.stdout.decode(errors="replace")))
-    return json.loads(p.stdout.decode())["format"]
+    fmt = json.loads(p.stdout.decode())["format"]
+    if fmt == "raw":
+        # a fixed VHD (what Azure takes) is raw data + a 512-byte footer; qemu-img probes
+        # only the start, so it says raw: look for the footer's cookie
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 512))
+            if f.read(8) == b"conectix":
+                fmt = "vpc"
+    return fmt
 
 
 def find_deb():
