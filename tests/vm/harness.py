@@ -362,12 +362,14 @@ def _variant(root, variant, lf):
         raise ValueError("unknown variant %r" % variant)
 
 
-def prune_images(keep, max_age=6 * 3600):
-    """Remove cached img-* directories not in keep and unused for max_age seconds
-    (a concurrent run may still boot an older one)."""
+def prune_images(keep, max_age=3600):
+    """Remove untagged cached images (img-<variant>-<key>, ~700 MB each; every new .deb
+    makes new ones) not in keep and unused for max_age seconds (a concurrent run may
+    still boot an older one). Tagged images (bench variants) are their owner's business."""
     keep = set(os.path.dirname(i.disk) for i in keep)
     for d in glob.glob(os.path.join(cache_root(), "img-*")):
-        if d in keep or d.endswith(".lock") or d.endswith(".tmp"):
+        if d in keep or not re.match(r"img-(networkd|ifupdown)-[0-9a-f]{16}$",
+                                     os.path.basename(d)):
             continue
         try:
             age = time.time() - os.path.getmtime(os.path.join(d, "used"))
