@@ -148,6 +148,10 @@ def main(argv=None):
         return 2
     ctx = Context(cfg, Paths(root))
     try:
+        if command in ("network-wait", "hostname", "report-ready"):
+            # Before importing the unit: an already-provisioned boot stops
+            # here, having loaded nothing that talks to the network.
+            ctx.start(command)
         if command == "network-wait":
             from azure_firstboot import network_wait as unit
         elif command == "hostname":

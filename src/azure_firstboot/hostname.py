@@ -18,7 +18,7 @@ def _fail(state, reason, **details):
 
 
 def run(ctx):
-    state = ctx.start(STEP)
+    state = ctx.state
     if not ctx.config[("hostname", "enabled")]:
         state.record(STEP, "skipped", reason="hostname.enabled = no")
         log.info("host name management is disabled in the configuration")

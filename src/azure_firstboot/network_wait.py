@@ -42,7 +42,7 @@ def recorded_endpoint(ctx):
 
 
 def run(ctx):
-    state = ctx.start(STEP)
+    state = ctx.state
     host, port, source = wireserver_endpoint(ctx, wait=True)
     limit = ctx.config[("provisioning", "network_timeout")]
     deadline = transport.Deadline(limit)

@@ -71,7 +71,7 @@ def report(host, port, deadline, failure):
 
 
 def run(ctx):
-    state = ctx.start(STEP)
+    state = ctx.state
     failure = None
     hostname = state.result("hostname", this_boot=True)
     if hostname and hostname.get("result") == "failed":

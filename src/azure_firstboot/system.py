@@ -98,9 +98,9 @@ def set_hostname(paths, name):
         write_atomic(paths("/etc/hostname"), name + "\n")
         how = "/etc/hostname"
         if paths.is_host:
-            import socket
+            import _socket
 
-            socket.sethostname(name)
+            _socket.sethostname(name)
             how += " + sethostname"
     hosts = read_text(paths("/etc/hosts"), 1024 * 1024)
     if hosts is not None:
@@ -113,9 +113,9 @@ def set_hostname(paths, name):
 
 def current_hostname(paths):
     if paths.is_host:
-        import socket
+        import _socket
 
-        return socket.gethostname()
+        return _socket.gethostname()
     return (read_text(paths("/etc/hostname")) or "").strip()
 
 

@@ -6,11 +6,13 @@ to a fixed address.  This module owns everything that can go wrong on the
 wire: per-request timeouts, one overall deadline, retries with exponential
 backoff and jitter, Retry-After, a response size cap, and "never use a
 proxy" (there is no proxy support to switch off: the socket goes straight to
-the address it is given, whatever http_proxy says).
+the address it is given, whatever http_proxy says).  It uses the C module
+``_socket`` directly: ``socket.py`` would add selectors, enum and functools
+to every unit's start-up for conveniences not needed here.
 """
 
+import _socket
 import os
-import socket
 import time
 
 from azure_firstboot import __version__, log
@@ -54,6 +56,21 @@ class Response(object):
         self.body = body
 
 
+def connect(host, port, timeout):
+    """A connected TCP socket (with ``timeout`` set), or OSError."""
+    error = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError("no address for %s" % host)
+
+
 def _recv(sock, end):
     left = end - time.monotonic()
     if left <= 0:
@@ -61,7 +78,7 @@ def _recv(sock, end):
     sock.settimeout(left)
     try:
         return sock.recv(65536)
-    except socket.timeout:
+    except _socket.timeout:
         raise TransportError("timed out waiting for the response")
 
 
@@ -110,8 +127,8 @@ def request(host, port, method, path, headers=(), body=b"", timeout=10.0, max_bo
         lines.append("Content-Length: %d" % len(body))
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
     try:
-        sock = socket.create_connection((host, port), timeout=max(0.05, timeout))
-    except socket.timeout:
+        sock = connect(host, port, max(0.05, timeout))
+    except _socket.timeout:
         raise TransportError("timed out connecting to %s:%d" % (host, port))
     except OSError as exc:
         raise TransportError("cannot connect to %s:%d: %s" % (host, port, exc.strerror or exc))
@@ -159,7 +176,7 @@ def request(host, port, method, path, headers=(), body=b"", timeout=10.0, max_bo
             payload = bytes(rest)
         return Response(status, reason, fields, payload)
     except OSError as exc:
-        if isinstance(exc, socket.timeout):
+        if isinstance(exc, _socket.timeout):
             raise TransportError("timed out talking to %s:%d" % (host, port))
         raise TransportError("connection to %s:%d failed: %s" % (host, port, exc.strerror or exc))
     finally:
@@ -223,7 +240,7 @@ def call(host, port, method, path, what, deadline, headers=(), body=b"",
 def can_connect(host, port, timeout):
     """True when a TCP connection to host:port is accepted within timeout."""
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = connect(host, port, timeout)
     except OSError:
         return False
     sock.close()
