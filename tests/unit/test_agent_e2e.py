@@ -478,3 +478,32 @@ def test_deprovision(tmp_path, fab):
     # the deprovisioned image provisions again on the same VM id
     assert_ok(m.boot())
     assert len(ready_reports(fab)) == 2
+
+
+# ------------------------------------------------------------ boot-path weight
+
+HEAVY = ("re", "json", "socket", "http.client", "urllib.request", "email", "ssl", "argparse",
+         "configparser", "logging", "subprocess", "xml.etree.ElementTree", "random")
+
+
+@pytest.mark.parametrize("step, allowed", [
+    ("network-wait", ()),
+    ("report-ready", ()),
+    ("hostname", ("re", "json", "subprocess")),  # IMDS JSON; hostnamectl/networkctl off --root
+])
+def test_units_do_not_import_heavy_modules(tmp_path, fab, step, allowed):
+    """Every import costs ~10x more in a TCG-booted VM; keep the units lean."""
+    m = machine(tmp_path, fab)
+    if step != "network-wait":
+        assert m.agent("network-wait").returncode == 0
+    if step == "report-ready":
+        assert m.agent("hostname").returncode == 0
+    # count only what the agent loads (an interpreter's site may preload some)
+    code = ("before = set(sys.modules); from azure_firstboot import cli; rc = cli.main(sys.argv[1:]); "
+            "print(' '.join(m for m in %r if m in sys.modules and m not in before)); sys.exit(rc)" % (HEAVY,))
+    proc = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, %r); " % os.path.join(TOP, "src")
+                           + code, "--config", m.config, "--root", m.root, step],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stdout.split("\n")[-2].split())
+    assert loaded <= set(allowed), loaded
