@@ -859,7 +859,9 @@ class Netns(object):
         _run(["ip", "netns", "del", self.name], check=False)
 
     def __enter__(self):
-        return self.start()
+        if self.dnsmasq is None:
+            self.start()
+        return self
 
     def __exit__(self, *a):
         self.stop()

@@ -326,8 +326,14 @@ def s9_ifupdown_option245(ctx, res):
     name = "9-ifupdown-opt245"
     wd = os.path.join(ctx.workdir, name)
     os.makedirs(wd, exist_ok=True)
-    with h.Netns(wd, subnet=NS_SUBNET, dhcp_options=["245,%s" % NS_WIRESERVER],
-                 extra_addrs=[NS_WIRESERVER, h.IMDS_IP]) as ns:
+    ns = h.Netns(wd, subnet=NS_SUBNET, dhcp_options=["245,%s" % NS_WIRESERVER],
+                 extra_addrs=[NS_WIRESERVER, h.IMDS_IP])
+    try:
+        ns.start()
+    except Exception as e:  # the environment cannot do it: not the agent's fault
+        res.skipped = "network namespace/tap/dnsmasq setup failed: %s" % str(e).splitlines()[0]
+        return
+    with ns:
         with h.Fabric(wd, sc, name="fabric", netns=ns.name,
                       wireserver=NS_WIRESERVER + ":80", imds=h.IMDS_IP + ":80") as fab:
             boot = h.boot(ctx.images["ifupdown"], wd, "vm", sc["vm_id"], fabric=fab,
@@ -345,6 +351,16 @@ def s9_ifupdown_option245(ctx, res):
         st = boot.report.get("status_json", {}).get("out") or ""
         res.check(NS_WIRESERVER in st, "status --json does not name %s: %s" % (
             NS_WIRESERVER, st[:300]))
+
+
+def missing_tools():
+    if os.geteuid() != 0:
+        return "needs root (debootstrap, chroot, dpkg in the image)"
+    path = h.SYSPATH + ":" + os.environ.get("PATH", "")
+    for tool in ("qemu-system-x86_64", "qemu-img", "debootstrap", "socat", "mkfs.ext4"):
+        if not shutil.which(tool, path=path):
+            return "%s not installed (see .ci/apt-packages)" % tool
+    return None
 
 
 def netns_unavailable():
@@ -383,6 +399,11 @@ def main(argv=None):
     ap.add_argument("--workdir", default=os.path.join(h.REPO, "build", "vm-check"))
     args = ap.parse_args(argv)
 
+    problem = missing_tools()
+    if problem:
+        print("vm-check: %s" % problem, file=sys.stderr)
+        print("0 passed, 1 failed")
+        return 1
     deb = args.deb or h.find_deb()
     if not deb or not os.path.exists(deb):
         print("vm-check: no .deb found (run make deb)", file=sys.stderr)
