@@ -16,6 +16,11 @@ Pieces, each usable on its own:
                         and asset tag, a pcap of the NIC, a serial log, the guest's JSON
                         report (written by vm-report to a second raw disk) and a hard timeout.
 * ``dhcp_packets()`` -- DHCP packets (type, option 12 host name) parsed from a pcap.
+* ``health_posts()``, ``accepted_ready()``, ``timeline()`` -- results from the emulator's
+                        records: boot -> first DHCP ACK -> accepted Ready (seconds from QEMU
+                        start; the emulator's record times are offset by ``Fabric.t0_wall``,
+                        taken when its ready file appears, so at most ~50 ms late), and the
+                        time each of our units spent (from the guest report).
 * ``Netns``          -- a network namespace with a tap device and dnsmasq (DHCP option 245).
 
 Networking facts (QEMU 7.2, checked on this machine):
