@@ -72,6 +72,19 @@ def machine():
             "host": platform.node()}
 
 
+def source():
+    """What was measured: the checkout's commit (and whether src/ differs) and the .deb."""
+    import hashlib
+    def git(*a):
+        return subprocess.run(["git", "-C", REPO] + list(a), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, universal_newlines=True).stdout.strip()
+    deb = h.find_deb()
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "src_modified": bool(git("status", "--porcelain", "--", "src", "systemd", "debian")),
+            "deb": os.path.basename(deb) if deb else None,
+            "deb_sha256": hashlib.sha256(open(deb, "rb").read()).hexdigest()[:16] if deb else None}
+
+
 def summarize(boots):
     out = {"runs": boots}
     for k in ("boot_to_ready_s", "boot_to_dhcp_s", "dhcp_to_ready_s"):
@@ -112,7 +125,7 @@ def targets(res):
         a, b = _med(o, "dhcp_to_ready_s"), _med(V["sample"], "dhcp_to_ready_s")
         t["ours DHCP->Ready <= 0.5 x sample"] = {"ours": a, "sample": b, "ratio": round(a / b, 2),
                                                  "met": a <= 0.5 * b}
-    nd = [b.get("boot_to_dhcp_s") for v in ("ours", "sample", "waagent") if v in V
+    nd = [b.get("boot_to_dhcp_s") for v in ("ours", "sample", "waagent", "ours-nosandbox") if v in V
           for b in V[v]["runs"] if b.get("boot_to_dhcp_s") is not None]
     if nd:
         floor = sorted(nd)[len(nd) // 2]
@@ -122,6 +135,10 @@ def targets(res):
             if ready.get(v) is not None and ours_over:
                 r = (ready[v] - floor) / ours_over
                 t["%s (Ready - floor) >= 5 x ours" % v] = {"ratio": round(r, 2), "met": r >= 5}
+            own = _med(V.get(v), "dhcp_to_ready_s")
+            if own is not None and _med(o, "dhcp_to_ready_s"):
+                t["%s (Ready - floor) >= 5 x ours" % v]["own DHCP->Ready ratio"] = round(
+                    own / _med(o, "dhcp_to_ready_s"), 2)
     rb = res.get("ours_reboot")
     if rb and rb.get("time_in_units_s"):
         m = rb["time_in_units_s"]["median"]
@@ -190,9 +207,12 @@ def render_md(res):
     gb = res.get("guest_baseline", {})
     parts = [
         "Measured %s on %s (%d cores, %d MiB, kernel %s), %s, accel TCG; guest %s. "
-        "%d interleaved boots per variant, one VM at a time; load during the run: %s."
+        "%d interleaved boots per variant, one VM at a time; load during the run: %s. "
+        "Source: commit %s%s, %s (sha256 %s…)."
         % (res["date"], m["cpu"], m["cores"], m["mem_mib"], m["kernel"], m["qemu"], m["guest"],
-           res["runs_per_variant"], res["load_summary"]),
+           res["runs_per_variant"], res["load_summary"], res["source"]["commit"],
+           " + uncommitted src/ changes" if res["source"]["src_modified"] else "",
+           res["source"]["deb"], res["source"]["deb_sha256"]),
         "",
         "Figures: median (min–max). boot = QEMU start; Ready = the emulator accepted the "
         "Ready health report; DHCP = first DHCPACK in the NIC's pcap (for cloud-init that is "
@@ -295,6 +315,7 @@ def main():
         images[v] = vb.build(v)
     prune_bench_images(images.values())
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+           "source": source(),
            "runs_per_variant": a.runs, "variants": {v: [] for v in variants},
            "sample_verbatim_from_seed": verbatim, "load": []}
     reboots = {}
@@ -320,8 +341,8 @@ def main():
                                     expect_ready=False)
                 r["load_before"] = before
                 reboots.setdefault(v, []).append(r)
-                h.log("bench: ours reboot: time in units %s s, %d health posts" % (
-                    (r.get("guest") or {}).get("time_in_units_s"), len(r["health_posts"])))
+                h.log("bench: %s reboot: time in units %s s, %d health posts" % (
+                    v, (r.get("guest") or {}).get("time_in_units_s"), len(r["health_posts"])))
     res["variants"] = {v: summarize(bs) for v, bs in res["variants"].items()}
     res["reboots"] = {}
     for v, rbs in reboots.items():
