@@ -202,9 +202,16 @@ def base_image():
             shutil.rmtree(path)
         os.rename(tmp, path)
         log("base image built in %.0f s" % (time.time() - t0))
-        # old bases are dead weight (several hundred MB each)
+        # old bases are dead weight (~650 MB each); keep those built in the last 2 h,
+        # a concurrent run (bench) may still copy one
         for old in glob.glob(os.path.join(cache_root(), "base-*")):
-            if old != path and not old.endswith(".lock"):
+            if old == path or old.endswith(".lock") or old.endswith(".tmp"):
+                continue
+            try:
+                age = time.time() - os.path.getmtime(os.path.join(old, "done"))
+            except OSError:
+                age = 1e9
+            if age > 7200:
                 shutil.rmtree(old, ignore_errors=True)
     return Base(key, path)
 
@@ -260,7 +267,7 @@ DEPROVISION_ARGS = ("--machine-id", "--ssh-host-keys", "--hostname")
 
 
 def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
-                customize=None, tag=""):
+                customize=None, tag="", layout="whole", instrument=True):
     """Bootable image = base tree + variant + vm-report + deb (dpkg -i) + deprovision.
 
     variant: "networkd" (systemd-networkd DHCP) or "ifupdown" (ifupdown + ISC dhclient).
@@ -268,17 +275,25 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
     deprovision: argv after ``azure-firstboot deprovision`` (None: skip).
     customize: optional callable(root, logfile) run last (bench variants); pass a
     distinct ``tag`` with it, as the callable is not part of the cache key.
+    layout: "whole" (ext4 on the whole disk, booted with -kernel/-initrd, root=/dev/vda)
+    or "mbr-grub" (MBR partition + GRUB in the MBR gap, boots through the BIOS like an
+    image builder's image; root=/dev/vda1).
+    instrument: install vm-report.service (the VM then reports and powers off by itself).
     """
     base = base_image()
     guest = [_file_bytes(os.path.join(HERE, "guest", n)) for n in sorted(os.listdir(
         os.path.join(HERE, "guest")))]
     key = _hash(base.key, LAYER_VERSION, variant, _file_bytes(deb) if deb else "nodeb",
                 json.dumps(list(deprovision) if deprovision is not None else None),
-                tag, _file_bytes(os.path.abspath(__file__)), *guest)
+                tag, _file_bytes(os.path.abspath(__file__)), layout, str(instrument), *guest)
+    if layout == "mbr-grub":
+        tag = (tag + "-" if tag else "") + "grub"
     name = "img-%s-%s" % (variant + ("-" + tag if tag else ""), key)
     path = os.path.join(cache_root(), name)
     img = Image(os.path.join(path, "disk.raw"), os.path.join(path, "vmlinuz"),
-                os.path.join(path, "initrd.img"), fmt="raw", name=name)
+                os.path.join(path, "initrd.img"), fmt="raw", name=name, instrumented=instrument)
+    if layout == "mbr-grub":
+        img.kernel = img.initrd = None
     if os.path.exists(os.path.join(path, "done")):
         return _used(img)
     with _locked(name):
@@ -293,13 +308,10 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
         with open(os.path.join(tmp, "build.log"), "w") as lf:
             _run(["cp", "-a", "--reflink=auto", base.root, root], logf=lf)
             _variant(root, variant, lf)
-            # test instrumentation
-            shutil.copy(os.path.join(HERE, "guest", "vm-report"),
-                        os.path.join(root, "usr/local/sbin/vm-report"))
-            os.chmod(os.path.join(root, "usr/local/sbin/vm-report"), 0o755)
-            shutil.copy(os.path.join(HERE, "guest", "vm-report.service"),
-                        os.path.join(root, "etc/systemd/system/vm-report.service"))
-            _chroot(root, ["systemctl", "enable", "vm-report.service"], lf)
+            if layout != "mbr-grub":  # GRUB only where it boots the disk
+                _chroot(root, ["dpkg", "--purge", "grub-pc-bin", "grub-common"], lf)
+            if instrument:  # test-only: report + power off
+                _instrument(root, lf)
             if deb:
                 # exactly what an image builder does: dpkg -i in the image's chroot
                 dst = os.path.join(root, "tmp", os.path.basename(deb))
@@ -326,8 +338,11 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
                 else:
                     target = os.path.join(root, target.lstrip("/"))
                 shutil.copy(target, os.path.join(tmp, out))
-            _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", root,
-                  os.path.join(tmp, "disk.raw"), "2G"], logf=lf)
+            if layout == "mbr-grub":
+                _mbr_grub_disk(root, os.path.join(tmp, "disk.raw"), lf)
+            else:
+                _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", root,
+                      os.path.join(tmp, "disk.raw"), "2G"], logf=lf)
         shutil.rmtree(root)
         with open(os.path.join(tmp, "done"), "w") as f:
             f.write("%.1f\n" % (time.time() - t0))
@@ -336,6 +351,60 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
         os.rename(tmp, path)
         log("image %s built in %.1f s" % (name, time.time() - t0))
     return _used(img)
+
+
+def _instrument(root, lf):
+    shutil.copy(os.path.join(HERE, "guest", "vm-report"),
+                os.path.join(root, "usr/local/sbin/vm-report"))
+    os.chmod(os.path.join(root, "usr/local/sbin/vm-report"), 0o755)
+    shutil.copy(os.path.join(HERE, "guest", "vm-report.service"),
+                os.path.join(root, "etc/systemd/system/vm-report.service"))
+    _chroot(root, ["systemctl", "enable", "vm-report.service"], lf)
+
+
+DISK_SIZE = 2 << 30
+PART_START = 1 << 20
+
+
+def _mbr_grub_disk(root, disk, lf):
+    """A BIOS-bootable disk without loop devices or mounts: MBR with one partition at
+    1 MiB, ext4 made by mkfs.ext4 -d, GRUB's boot.img in the MBR and its core.img
+    (grub-mkimage in the image's chroot) in the gap before the partition."""
+    kver = os.path.basename(os.readlink(os.path.join(root, "vmlinuz"))).split("-", 1)[1]
+    with open(os.path.join(root, "etc/fstab"), "w") as f:
+        f.write("/dev/vda1 / ext4 rw,relatime 0 1\n")
+    os.makedirs(os.path.join(root, "boot/grub"), exist_ok=True)
+    with open(os.path.join(root, "boot/grub/grub.cfg"), "w") as f:
+        f.write("serial --unit=0 --speed=115200\nterminal_input serial\n"
+                "terminal_output serial\nset timeout=0\n"
+                "linux /boot/vmlinuz-%s root=/dev/vda1 rw console=ttyS0 net.ifnames=0 "
+                "panic=-1\ninitrd /boot/initrd.img-%s\nboot\n" % (kver, kver))
+    _chroot(root, ["grub-mkimage", "-O", "i386-pc", "-o", "/tmp/core.img",
+                   "-p", "(hd0,msdos1)/boot/grub", "biosdisk", "part_msdos", "ext2",
+                   "normal", "linux", "serial", "terminal"], lf)
+    core = _file_bytes(os.path.join(root, "tmp/core.img"))
+    os.unlink(os.path.join(root, "tmp/core.img"))
+    boot_img = _file_bytes(os.path.join(root, "usr/lib/grub/i386-pc/boot.img"))
+    if len(core) > PART_START - 512:
+        raise RuntimeError("GRUB core.img (%d bytes) does not fit before the partition"
+                           % len(core))
+    part = disk + ".part"
+    _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", root, part,
+          "%dK" % ((DISK_SIZE - PART_START) // 1024)], logf=lf)
+    with open(disk, "wb") as f:
+        f.truncate(DISK_SIZE)
+    _run(["dd", "if=" + part, "of=" + disk, "bs=1M", "seek=%d" % (PART_START >> 20),
+          "conv=notrunc,sparse", "status=none"], logf=lf)
+    os.unlink(part)
+    nsect = (DISK_SIZE - PART_START) // 512
+    entry = struct.pack("<B3sB3sII", 0x80, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff",
+                        PART_START // 512, nsect)
+    with open(disk, "r+b") as f:
+        f.write(boot_img[:440])
+        f.seek(446)
+        f.write(entry + b"\0" * 48 + b"\x55\xaa")
+        f.seek(512)
+        f.write(core)
 
 
 def image_hostname(img):
@@ -373,7 +442,7 @@ def prune_images(keep, max_age=3600):
     still boot an older one). Tagged images (bench variants) are their owner's business."""
     keep = set(os.path.dirname(i.disk) for i in keep)
     for d in glob.glob(os.path.join(cache_root(), "img-*")):
-        if d in keep or not re.match(r"img-(networkd|ifupdown)-[0-9a-f]{16}$",
+        if d in keep or not re.match(r"img-(networkd|ifupdown)(-grub)?-[0-9a-f]{16}$",
                                      os.path.basename(d)):
             continue
         try:

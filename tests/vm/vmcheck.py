@@ -353,6 +353,29 @@ def s9_ifupdown_option245(ctx, res):
             NS_WIRESERVER, st[:300]))
 
 
+def s10_vmtest_bios_image(ctx, res):
+    """make vm-test on an image-builder-style disk: MBR + GRUB, no test instrumentation,
+    booted through the BIOS; first boot, then a reboot of the same disk and VM id."""
+    import vmtest
+    if "grub" not in ctx.images:
+        res.skipped = "no GRUB image: %s" % ctx.images_error.get("grub")
+        return
+    wd = os.path.join(ctx.workdir, "10-vm-test")
+    args = argparse.Namespace(
+        image=ctx.images["grub"].disk, kernel=None, initrd=None, append=None,
+        computer_name="vmtest-bios", vm_id=None, scenario=None, reboot=True,
+        no_asset_tag=False, timeout=BOOT_TIMEOUT, settle=5, reboot_wait=45,
+        disk_if="virtio", firmware=None, mem=1024, workdir=wd)
+    r = vmtest.run(args, quiet=True)
+    res.failures += r.failures
+    res.notes += r.notes
+    res.ready_s = r.ready_s
+    res.dhcp_to_ready_s = r.dhcp_to_ready_s
+    if not r.ok:
+        res.failures.append("make vm-test failed, see %s/vm-test.txt" % wd)
+        res.boots += r.boots
+
+
 def missing_tools():
     if os.geteuid() != 0:
         return "needs root (debootstrap, chroot, dpkg in the image)"
@@ -386,9 +409,10 @@ SCENARIOS = [
     ("7c", "hostile name 300 chars", s7c),
     ("8", "not on Azure (no asset tag)", s8_not_azure),
     ("9", "ifupdown+dhclient, option 245", s9_ifupdown_option245),
+    ("10", "make vm-test: BIOS/GRUB image + reboot", s10_vmtest_bios_image),
 ]
 # long scenarios first, so the two workers finish together
-ORDER = ["1", "4", "6", "2", "3", "9", "5", "7a", "7b", "7c", "8"]
+ORDER = ["1", "4", "6", "2", "3", "9", "10", "5", "7a", "7b", "7c", "8"]
 
 
 def main(argv=None):
@@ -423,6 +447,12 @@ def main(argv=None):
             images["ifupdown"] = h.build_image("ifupdown", deb=os.path.abspath(deb))
         except Exception as e:
             images_error["ifupdown"] = str(e)[:300]
+    if "10" in want:
+        try:
+            images["grub"] = h.build_image("networkd", deb=os.path.abspath(deb),
+                                           layout="mbr-grub", instrument=False)
+        except Exception as e:
+            images_error["grub"] = str(e)[:300]
     h.prune_images(images.values())
     t_images = time.time() - t
     ctx = Ctx(args.workdir, images)

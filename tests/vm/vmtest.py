@@ -55,10 +55,26 @@ def main(argv=None):
     ap.add_argument("--mem", type=int, default=1024)
     ap.add_argument("--workdir", default=os.path.join(h.REPO, "build", "vm-test"))
     a = ap.parse_args(argv)
+    res = run(a)
+    return 0 if res.ok else 1
+
+
+def run(a, quiet=False):
+    """Boot (and with a.reboot, reboot) the image; returns a vmcheck.Result with
+    ready_s. Everything printed also goes to <workdir>/vm-test.txt."""
+    os.makedirs(a.workdir, exist_ok=True)
+    txt = open(os.path.join(a.workdir, "vm-test.txt"), "w")
+
+    def print(*args, **kw):  # noqa: A001 - tee to the workdir
+        line = " ".join(str(x) for x in args)
+        txt.write(line + "\n")
+        txt.flush()
+        if not quiet:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
     img = h.Image(a.image, kernel=a.kernel, initrd=a.initrd, append=a.append,
                   instrumented=False, name=os.path.basename(a.image))
-    os.makedirs(a.workdir, exist_ok=True)
     extra = {}
     if a.scenario:
         raw = open(a.scenario[1:]).read() if a.scenario.startswith("@") else a.scenario
@@ -88,7 +104,8 @@ def main(argv=None):
                     timeout=a.timeout, stop_when=settled([]), **qkw)
         recs = fab.records()
         ready = vmcheck.accepted_ready(recs)
-        ready_s = fab.t0_wall + ready[0]["t"] - b1.t_start if ready else None
+        tl = h.timeline(b1, recs, fab.t0_wall)
+        ready_s = tl["boot_to_ready_s"]
     print("\nboot 1 ended by %s after %.1f s; emulator saw %d request(s):" % (
         b1.how, b1.duration, len(recs)))
     for r in recs:
@@ -132,9 +149,14 @@ def main(argv=None):
         print("note: " + n)
     for f in res.failures:
         print("FAIL: " + f)
-    print("boot -> Ready: %s" % ("%.1f s" % ready_s if ready_s is not None else "-"))
+    print("boot -> Ready: %s, first DHCP ACK -> Ready: %s" % tuple(
+        "%.1f s" % v if v is not None else "-" for v in (ready_s, tl["dhcp_to_ready_s"])))
     print("vm-test: %s" % ("PASS" if res.ok else "FAIL"))
-    return 0 if res.ok else 1
+    res.ready_s = ready_s
+    res.dhcp_to_ready_s = tl["dhcp_to_ready_s"]
+    res.boots.append(b1)
+    txt.close()
+    return res
 
 
 if __name__ == "__main__":
