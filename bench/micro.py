@@ -175,11 +175,14 @@ def table(m):
     lines = ["| unit (host, emulator on loopback) | mean wall (%s) | min | mean wall (`python3 -m`) "
              "| import time (`-X importtime`, sum of self) | modules imported |" % m.get("entry", ""),
              "|---|---|---|---|---|---|"]
-    for s, d in m["units"].items():
+    order = list(STEPS) + ["network-wait (provisioned)"]
+    for s in sorted(m["units"], key=lambda k: order.index(k) if k in order else 99):
+        d = m["units"][s]
         lines.append("| %s | %.3f s | %.3f s | %.3f s | %.3f s | %d |" % (
             s, d["mean_s"], d["min_s"], d.get("m_mean_s", float("nan")), d["import_s"],
             d["modules"]))
-    for s, d in m["baseline"].items():
+    for s in sorted(m["baseline"], key=lambda k: "-I" in k):
+        d = m["baseline"][s]
         lines.append("| `%s` (baseline) | %.3f s | %.3f s | | %s | %s |" % (
             s, d["mean_s"], d["min_s"], ("%.3f s" % d["import_s"]) if "import_s" in d else "",
             d.get("modules", "")))

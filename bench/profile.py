@@ -2,6 +2,7 @@
 """Critical-path timeline of one measured boot of ours, from its bench-collect document.
 
 usage: profile.py BOOT.bench.json [...]   (files are under build/bench/<stamp>/<variant>-N/)
+       profile.py --segments RUNDIR [VARIANT]   median critical-path segments of ours' boots
 
 For each unit: systemd's activation start, the first line the agent logged (so the
 time before it = sandbox setup + interpreter start + imports), its child processes
@@ -9,6 +10,7 @@ time before it = sandbox setup + interpreter start + imports), its child process
 network-online.target from the guest journal. Guest monotonic seconds.
 """
 import json
+import os
 import re
 import sys
 
@@ -44,7 +46,79 @@ def timeline(b):
     return sorted(ev)
 
 
+UNIT = "azure-firstboot-%s.service"
+
+
+def segments(b):
+    """Critical-path segments (s) of one first boot of ours, from lease to Ready."""
+    lease = [float(re.match(r"\[\s*([0-9.]+)", l).group(1))
+             for l in b["journal_net"].splitlines() if "DHCPv4 address" in l][0]
+    logs = {}
+    for line in b["journal_agent"].splitlines():
+        m = re.match(r"\[\s*([0-9.]+)\] \S+ (\S+?)\[(\d+)\]: (.*)", line)
+        if m and m.group(2) != "systemd":
+            logs.setdefault(int(m.group(3)), float(m.group(1)))
+
+    def ts(unit, k):
+        return int(b["units"][UNIT % unit][k]) / 1e6
+
+    def start(u):
+        return ts(u, "InactiveExitTimestampMonotonic")
+
+    def end(u):
+        return ts(u, "ActiveEnterTimestampMonotonic")
+
+    main = {u: int(b["units"][UNIT % u]["ExecMainPID"]) for u in
+            ("network-wait", "hostname", "report-ready")}
+    kids = {}
+    for p in b["all_procs"]:
+        for u, pid in main.items():
+            if p[1] == pid:
+                kids.setdefault((u, p[2]), p)
+    hc = kids.get(("hostname", "hostnamectl"))
+    nc = kids.get(("hostname", "networkctl"))
+    return {
+        "lease -> network-wait starts": start("network-wait") - lease,
+        "network-wait: start -> first log (sandbox+interpreter+imports)":
+            logs.get(main["network-wait"], start("network-wait")) - start("network-wait"),
+        "network-wait: total": end("network-wait") - start("network-wait"),
+        "hostname: start -> hostnamectl (sandbox+interpreter+imports+IMDS)":
+            (hc[3] - start("hostname")) if hc else None,
+        "hostname: hostnamectl": (hc[4] - hc[3]) if hc else None,
+        "hostname: networkctl": (nc[4] - nc[3]) if nc else None,
+        "hostname: total": end("hostname") - start("hostname"),
+        "report-ready: start -> first log (sandbox+interpreter+imports)":
+            logs.get(main["report-ready"], start("report-ready")) - start("report-ready"),
+        "report-ready: total": end("report-ready") - start("report-ready"),
+        "gaps between units (systemd)": (start("hostname") - end("network-wait")) +
+                                        (start("report-ready") - end("hostname")),
+        "lease -> report-ready done": end("report-ready") - lease,
+    }
+
+
+def segment_summary(rundir, variant="ours"):
+    import glob
+    import statistics
+    rows = []
+    for f in sorted(glob.glob(os.path.join(rundir, variant + "-[0-9]*", "boot.bench.json"))):
+        try:
+            rows.append(segments(json.load(open(f))))
+        except (KeyError, IndexError, ValueError):
+            continue
+    out = {}
+    for k in (rows[0] if rows else {}):
+        v = [r[k] for r in rows if r[k] is not None]
+        if v:
+            out[k] = {"median": round(statistics.median(v), 3), "min": round(min(v), 3),
+                      "max": round(max(v), 3), "n": len(v)}
+    return out
+
+
 def main(paths):
+    if paths and paths[0] == "--segments":
+        for k, v in segment_summary(paths[1], paths[2] if len(paths) > 2 else "ours").items():
+            print("%-66s %6.3f s  (%.3f–%.3f, n=%d)" % (k, v["median"], v["min"], v["max"], v["n"]))
+        return
     for path in paths:
         b = json.load(open(path))
         print("== %s (%s)" % (path, b.get("variant")))

@@ -26,6 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import micro  # noqa: E402
+import profile as afb_profile  # noqa: E402  (bench/profile.py, not the stdlib profiler)
 import vm_bench as vb  # noqa: E402
 
 h = vb.h
@@ -160,16 +161,23 @@ def fmt(s, unit="s"):
     return "%.2f (%.2f–%.2f)" % (s["median"], s["min"], s["max"])
 
 
+def _order(names):
+    known = list(vb.VARIANTS + vb.EXPERIMENTS)
+    return sorted(names, key=lambda v: (known.index(v) if v in known else len(known), v))
+
+
 def table(res):
     lines = ["| variant | boot → Ready | boot → DHCP | DHCP → Ready | agent CPU s | agent peak RSS MiB | processes | Ready |",
              "|---|---|---|---|---|---|---|---|"]
-    for v, s in res["variants"].items():
+    for v in _order(res["variants"]):
+        s = res["variants"][v]
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %d/%d |" % (
             v, fmt(s["boot_to_ready_s"]), fmt(s["boot_to_dhcp_s"]), fmt(s["dhcp_to_ready_s"]),
             fmt(s["agent_cpu_s"]), fmt(s["agent_peak_rss_kb"], "MiB"),
             ("%g" % s["agent_processes"]["median"]) if s.get("agent_processes") else "–",
             s["ready_runs"], len(s["runs"])))
-    for v, rb in sorted(res.get("reboots", {}).items()):
+    for v in _order(res.get("reboots", {})):
+        rb = res["reboots"][v]
         lines.append("")
         lines.append("Already-provisioned reboot of %s: time in our units (activating → active, "
                      "summed) %s s, unit CPU %s s over %d boots; health posts on reboot: %d." % (
@@ -181,7 +189,8 @@ def table(res):
 def unit_table(res):
     lines = ["| variant / unit | activating → active s | CPU s (cgroup) | peak RSS MiB |",
              "|---|---|---|---|"]
-    for v, s in res["variants"].items():
+    for v in _order(res["variants"]):
+        s = res["variants"][v]
         for u, d in s.get("units", {}).items():
             lines.append("| %s / %s | %s | %s | %s |" % (v, u.replace(".service", ""),
                                                          fmt(d["activating_s"]), fmt(d["cpu_s"]),
@@ -204,15 +213,16 @@ def targets_text(t):
 
 def render_md(res):
     m = res["machine"]
+    src = res.get("source", {})
     gb = res.get("guest_baseline", {})
     parts = [
         "Measured %s on %s (%d cores, %d MiB, kernel %s), %s, accel TCG; guest %s. "
         "%d interleaved boots per variant, one VM at a time; load during the run: %s. "
         "Source: commit %s%s, %s (sha256 %s…)."
         % (res["date"], m["cpu"], m["cores"], m["mem_mib"], m["kernel"], m["qemu"], m["guest"],
-           res["runs_per_variant"], res["load_summary"], res["source"]["commit"],
-           " + uncommitted src/ changes" if res["source"]["src_modified"] else "",
-           res["source"]["deb"], res["source"]["deb_sha256"]),
+           res["runs_per_variant"], res["load_summary"], src.get("commit"),
+           " + uncommitted src/ changes" if src.get("src_modified") else "",
+           src.get("deb"), src.get("deb_sha256")),
         "",
         "Figures: median (min–max). boot = QEMU start; Ready = the emulator accepted the "
         "Ready health report; DHCP = first DHCPACK in the NIC's pcap (for cloud-init that is "
@@ -225,6 +235,7 @@ def render_md(res):
         "Guest baselines (best of 3, inside the VM): " + ", ".join(
             "`%s` %.3f s / %.1f MiB" % (k, v["wall_s"], (v.get("rss_kb") or 0) / 1024)
             for k, v in gb.items()) + ".", "",
+        segment_table(res), "",
         "Targets (aims, not assertions):", targets_text(res["targets"]), "",
     ]
     mi = res.get("micro")
@@ -268,6 +279,47 @@ def prune_bench_images(keep):
                 os.unlink(d + ".lock")
 
 
+def add_segments(res, rundir):
+    res["segments"] = {v: afb_profile.segment_summary(rundir, v)
+                       for v in res["variants"] if v.startswith("ours")}
+
+
+def segment_table(res):
+    segs = {v: s for v, s in res.get("segments", {}).items() if s}
+    if not segs:
+        return ""
+    vs = _order(segs)
+    lines = ["Where ours spends DHCP → Ready (guest clock, median of the first boots; "
+             "`bench/profile.py --segments`):", "",
+             "| segment | " + " | ".join(vs) + " |", "|---|" + "---|" * len(vs)]
+    for k in segs[vs[0]]:
+        lines.append("| %s | %s |" % (k, " | ".join(
+            ("%.2f s" % segs[v][k]["median"]) if k in segs[v] else "–" for v in vs)))
+    return "\n".join(lines)
+
+
+def rerender(path, readme):
+    res = json.load(open(path))
+    rundirs = set()
+    for s in res["variants"].values():
+        for b in s["runs"]:
+            rundirs.add(os.path.dirname(b["workdir"].rstrip("/")))
+    if len(rundirs) == 1:
+        add_segments(res, rundirs.pop())
+    res["targets"] = targets(res)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.rename(tmp, path)
+    md = render_md(res)
+    print(md)
+    if readme:
+        update_readme(md)
+        print("README.md: Benchmarks table updated")
+    return 0
+
+
 def check_sample_verbatim():
     """The sample files must still equal the seed document's code blocks (if present)."""
     import glob
@@ -294,7 +346,11 @@ def main():
     ap.add_argument("--readme", action="store_true")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--no-reboot", action="store_true")
+    ap.add_argument("--rerender", metavar="RESULTS_JSON",
+                    help="recompute targets/segments of a finished run and print (+ --readme)")
     a = ap.parse_args()
+    if a.rerender:
+        return rerender(a.rerender, a.readme)
     variants = [v for v in a.variants.split(",") if v]
     for v in variants:
         if v not in vb.VARIANTS + vb.EXPERIMENTS:
@@ -367,6 +423,7 @@ def main():
         min(las or [0]), max(las or [0]), min(qs or [0]), max(qs or [0]))
     h.log("bench: micro-benchmark (%d runs) ..." % a.micro_runs)
     res["micro"] = micro.run(a.micro_runs)
+    add_segments(res, os.path.join(a.workdir, stamp))
     res["targets"] = targets(res)
     res["wall_s"] = round(time.time() - t_all, 1)
     tmp = a.out + ".tmp"

@@ -37,12 +37,13 @@ import harness as h  # noqa: E402
 VARIANTS = ("ours", "sample", "waagent", "cloud-init")
 # experiments (not in the default set): ours with the units' sandboxing reset by drop-ins,
 # to measure what the sandbox setup costs at boot under TCG
-EXPERIMENTS = ("ours-nosandbox",)
+EXPERIMENTS = ("ours-nosandbox", "ours-nouserns")
 # bump when a customize function below changes (it is part of the image cache tag)
 BENCH_LAYER = "2"
 AGENT_UNITS = {
     "ours": list(h.UNITS),
     "ours-nosandbox": list(h.UNITS),
+    "ours-nouserns": list(h.UNITS),
     "sample": ["azure-provisioning.service"],
     "waagent": ["walinuxagent.service"],
     "cloud-init": ["cloud-init-local.service", "cloud-init.service", "cloud-config.service",
@@ -229,8 +230,15 @@ def _custom_nosandbox(root, lf):
         _write(root, "etc/systemd/system/%s.d/bench-nosandbox.conf" % u, NOSANDBOX)
 
 
-CUSTOM = {"ours": None, "ours-nosandbox": _custom_nosandbox, "sample": _custom_sample, "waagent": _custom_waagent,
-          "cloud-init": _custom_cloudinit}
+def _custom_nouserns(root, lf):
+    for u in h.UNITS:
+        _write(root, "etc/systemd/system/%s.d/bench-nouserns.conf" % u,
+               "# bench experiment only: no user namespace (the (sd-userns) helper)\n"
+               "[Service]\nPrivateUsers=no\n")
+
+
+CUSTOM = {"ours": None, "ours-nosandbox": _custom_nosandbox, "ours-nouserns": _custom_nouserns,
+          "sample": _custom_sample, "waagent": _custom_waagent, "cloud-init": _custom_cloudinit}
 
 
 # Every variant gets the same generalization, so first-boot work outside the agents is
