@@ -15,7 +15,7 @@ fail=0
 
 if [ -z "$(git status --porcelain)" ]; then
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-    prefix=$(tar -tzf "$sdist" | head -1 | cut -d/ -f1)
+    prefix=$(tar -tzf "$sdist" | awk -F/ 'NR == 1 { print $1 }')  # reads all: no SIGPIPE
     tests/pkg/stage.sh "$tmp/sdist.tar.gz" "$prefix"
     if cmp -s "$sdist" "$tmp/sdist.tar.gz"; then
         echo "reproducible: $sdist"
