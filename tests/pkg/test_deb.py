@@ -2,8 +2,12 @@
 
 import os
 import re
+import shutil
+import stat
 
-from conftest import PKG, UNITS, run, version
+import pytest
+
+from conftest import AGENT_UNITS, PKG, SSH_KEYGEN_UNIT, UNITS, run, version
 
 START = re.compile(r"\b(start|restart|try-restart|reload-or-restart|try-reload-or-restart|reload)\b")
 
@@ -73,8 +77,9 @@ def test_cli_runs_with_debian_python3_only_units_verify(chroot, deb):
     bad = run(["chroot", ch.root, "azure-firstboot", "no-such-command"], check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stdout
 
-    # the installed units against the image's real systemd units: silent
-    paths = [ch.path("/lib/systemd/system/" + u) for u in UNITS]
+    # the installed units against the image's real systemd units: silent (the ssh-keygen
+    # unit needs /usr/bin/ssh-keygen, absent here: test_ssh_keygen_unit_... verifies it)
+    paths = [ch.path("/lib/systemd/system/" + u) for u in AGENT_UNITS]
     out = run(["systemd-analyze", "verify", "--man=no", "--root=" + ch.root] + paths, check=False)
     assert out.returncode == 0 and out.stdout == "", out.stdout
 
@@ -134,3 +139,75 @@ def test_admin_disable_survives_upgrade(chroot, deb, newer_deb):
                                        "azure-firstboot-hostname.service"))
     assert_enabled(ch, [u for u in UNITS if "hostname" not in u])
     assert started_units(ch.systemctl_log()) == [], ch.systemctl_log()
+
+
+def keygen_condition(ch):
+    """The image's own systemd evaluates the installed unit's conditions: (ok, output)."""
+    out = ch.sh("systemd-analyze condition --unit=%s" % SSH_KEYGEN_UNIT, check=False)
+    assert "Conditions succeeded." in out.stdout or "Conditions failed." in out.stdout, out.stdout
+    return out.returncode == 0, out.stdout
+
+
+def host_keys(ch):
+    d = ch.path("/etc/ssh")
+    return {n: os.lstat(os.path.join(d, n)) for n in sorted(os.listdir(d)) if n.startswith("ssh_host_")}
+
+
+def test_ssh_keygen_unit_recreates_deleted_host_keys(chroot, deb):
+    """deprovision --ssh-host-keys, then what the unit does on the next boot: its
+    conditions (evaluated by the image's systemd-analyze) and its ExecStart, run in the
+    image. This image has no openssh: the host's ssh-keygen is copied in (same release)."""
+    ch = chroot
+    ch.install(deb)
+    unit_file = ch.path("/lib/systemd/system/" + SSH_KEYGEN_UNIT)
+    with open(unit_file) as f:
+        execstart = [l.split("=", 1)[1].strip() for l in f if l.startswith("ExecStart=")]
+    assert execstart == ["/usr/bin/ssh-keygen -A"]
+
+    # an image without ssh-keygen/sshd: skipped, nothing started
+    ok, out = keygen_condition(ch)
+    assert not ok and re.search(r"ConditionPathExists=/usr/(bin/ssh-keygen|sbin/sshd) failed", out), out
+
+    if not os.path.isfile("/usr/bin/ssh-keygen"):
+        pytest.fail("/usr/bin/ssh-keygen missing on the host: apt-get install openssh-client")
+    shutil.copy2("/usr/bin/ssh-keygen", ch.path("/usr/bin/ssh-keygen"))
+    # stand-in for openssh-server's sshd (the condition only checks that it exists)
+    with open(ch.path("/usr/sbin/sshd"), "w") as f:
+        f.write("#!/bin/sh\nexit 1\n")
+    os.chmod(ch.path("/usr/sbin/sshd"), 0o755)
+    os.makedirs(ch.path("/etc/ssh"), exist_ok=True)
+    with open(ch.path("/etc/ssh/sshd_config"), "w") as f:
+        f.write("# test\n")
+    # with ssh-keygen present the unit verifies silently in the image too
+    out = run(["systemd-analyze", "verify", "--man=no", "--root=" + ch.root, unit_file], check=False)
+    assert out.returncode == 0 and out.stdout == "", out.stdout
+
+    # no host key (fresh image): the unit runs, and ExecStart creates every default type
+    ok, out = keygen_condition(ch)
+    assert ok, out
+    ch.sh(execstart[0])
+    first = host_keys(ch)
+    assert sorted(first) == sorted("ssh_host_%s_key%s" % (t, s) for t in ("rsa", "ecdsa", "ed25519")
+                                   for s in ("", ".pub")), sorted(first)
+    for name, st in first.items():
+        assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and st.st_gid == 0, name
+        assert stat.S_IMODE(st.st_mode) == (0o644 if name.endswith(".pub") else 0o600), (name, oct(st.st_mode))
+    with open(ch.path("/etc/ssh/ssh_host_ed25519_key.pub")) as f:
+        pub1 = f.read()
+    # keys present (every later boot): skipped
+    ok, out = keygen_condition(ch)
+    assert not ok and "ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key failed" in out, out
+
+    # image capture: the agent's deprovision removes them all, keeps the config
+    ch.sh("azure-firstboot deprovision --ssh-host-keys")
+    assert host_keys(ch) == {}
+    assert os.path.isfile(ch.path("/etc/ssh/sshd_config"))
+    ok, out = keygen_condition(ch)
+    assert ok, out
+
+    # next boot: new keys, the unit is then skipped again
+    ch.sh(execstart[0])
+    assert sorted(host_keys(ch)) == sorted(first)
+    with open(ch.path("/etc/ssh/ssh_host_ed25519_key.pub")) as f:
+        assert f.read() != pub1
+    assert not keygen_condition(ch)[0]

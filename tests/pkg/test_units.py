@@ -1,10 +1,13 @@
 """Static cross-checks between systemd/ (units, preset, example config, man page)
 and the agent's own contract (CLI commands, configuration schema and defaults)."""
 
+import glob
 import os
 import re
+import subprocess
+import sys
 
-from conftest import TOP, UNITS
+from conftest import AGENT_UNITS, SSH_KEYGEN_UNIT, SYSPATH, TOP, UNITS
 
 from azure_firstboot import cli, config
 
@@ -30,7 +33,7 @@ def seconds(text):
 
 
 def test_units_run_cli_commands_with_shared_runtime_dir():
-    for name in UNITS:
+    for name in AGENT_UNITS:
         u = unit(name)
         command = name[len("azure-firstboot-"):-len(".service")]
         assert u["ExecStart"] == ["/usr/bin/azure-firstboot " + command]
@@ -67,10 +70,66 @@ def test_fast_path_and_ordering():
 
 def test_timeouts_leave_room_for_the_configured_defaults():
     defaults = config.defaults()
-    timeout = {n: seconds(unit(n)["TimeoutStartSec"][0]) for n in UNITS}
+    timeout = {n: seconds(unit(n)["TimeoutStartSec"][0]) for n in AGENT_UNITS}
     assert timeout["azure-firstboot-network-wait.service"] > defaults[("provisioning", "network_timeout")]
     assert timeout["azure-firstboot-hostname.service"] > defaults[("imds", "timeout")]
     assert timeout["azure-firstboot-report-ready.service"] > defaults[("provisioning", "deadline")]
+
+
+KEYGEN_GLOB = "/etc/ssh/ssh_host_*_key"
+
+
+def test_ssh_keygen_unit_conditions_ordering_sandbox():
+    u = unit(SSH_KEYGEN_UNIT)
+    # runs ssh-keygen itself, never the agent (no Python on this path)
+    assert u["ExecStart"] == ["/usr/bin/ssh-keygen -A"]
+    assert u["Type"] == ["oneshot"] and u["RemainAfterExit"] == ["yes"]
+    assert u["WantedBy"] == ["multi-user.target"]
+    assert seconds(u["TimeoutStartSec"][0]) > 0
+    # only when no host key exists (systemd: "!" + glob = no file matches), and only
+    # where there is an ssh-keygen to run and an sshd to use the keys
+    assert u["ConditionPathExistsGlob"] == ["!" + KEYGEN_GLOB]
+    assert sorted(u["ConditionPathExists"]) == ["/usr/bin/ssh-keygen", "/usr/sbin/sshd"]
+    # before the SSH server (Debian: ssh.service, Fedora/RHEL: sshd.service), never pulling
+    # it in, and not after anything that waits for the network or the agent (ssh.service is
+    # After=network.target; report-ready is After=ssh.service): no ordering cycle, no delay
+    before = " ".join(u["Before"]).split()
+    assert "ssh.service" in before and "sshd.service" in before
+    after = " ".join(u.get("After", [])).split()
+    assert after == ["sshd-keygen.target"], after   # Fedora's per-type generators go first
+    for key in ("Wants", "Requires", "Requisite", "BindsTo", "PartOf", "Upholds"):
+        assert key not in u, key
+    assert u.get("DefaultDependencies") is None   # sysinit/basic first: /etc is writable
+    # sandbox: no network at all, only /etc/ssh writable, no capabilities (root owns /etc/ssh)
+    assert u["PrivateNetwork"] == ["yes"] and u["IPAddressDeny"] == ["any"]
+    assert u["RestrictAddressFamilies"] == ["AF_UNIX"]
+    assert u["CapabilityBoundingSet"] == [""] and u["NoNewPrivileges"] == ["yes"]
+    assert u["ProtectSystem"] == ["strict"] and u["ReadWritePaths"] == ["/etc/ssh"]
+    assert "User" not in u and "DynamicUser" not in u   # the keys must belong to root
+
+
+def test_deprovision_ssh_host_keys_makes_the_keygen_condition_true(tmp_path):
+    """What deprovision removes is what the unit's glob looks for: before, a key matches
+    (the unit is skipped); after, none does (it runs on the next boot)."""
+    root = str(tmp_path)
+    ssh = os.path.join(root, "etc/ssh")
+    os.makedirs(ssh)
+    names = ["ssh_host_rsa_key", "ssh_host_rsa_key.pub", "ssh_host_ed25519_key",
+             "ssh_host_ed25519_key.pub", "ssh_host_ecdsa_key", "ssh_host_ecdsa_key.pub",
+             "ssh_host_ed25519_key-cert.pub", "sshd_config", "ssh_config", "moduli"]
+    for n in names:
+        with open(os.path.join(ssh, n), "w") as f:
+            f.write("x\n")
+    pattern = root + KEYGEN_GLOB
+    assert sorted(os.path.basename(p) for p in glob.glob(pattern)) == [
+        "ssh_host_ecdsa_key", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
+    env = dict(os.environ, PATH=SYSPATH, PYTHONPATH=os.path.join(TOP, "src"))
+    out = subprocess.run([sys.executable, "-m", "azure_firstboot", "--root", root,
+                          "deprovision", "--ssh-host-keys"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert out.returncode == 0, out.stdout
+    assert glob.glob(pattern) == []
+    assert sorted(os.listdir(ssh)) == ["moduli", "ssh_config", "sshd_config"]
 
 
 def test_preset_enables_exactly_the_units():
