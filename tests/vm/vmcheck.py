@@ -156,6 +156,31 @@ def provisioned(res, boot, scen, expect_incarnation=None, dhcp=True):
                       name, sorted(set(str(p["hostname"]) for p in pk))))
 
 
+KEYGEN_UNIT = "azure-firstboot-ssh-keygen.service"
+
+
+def ssh_up(res, boot, keygen_ran):
+    """sshd runs with host keys; azure-firstboot-ssh-keygen.service made them on the first
+    boot of the deprovisioned image (keygen_ran) and was skipped on later boots."""
+    rep = boot.report or {}
+    res.check(rep.get("ssh_active") == "active",
+              "ssh.service is %r, not active; its journal:\n%s" % (rep.get("ssh_active"),
+                                                                  rep.get("ssh")))
+    res.check("/etc/ssh/ssh_host_ed25519_key" in (rep.get("ssh_host_files") or []),
+              "no /etc/ssh/ssh_host_ed25519_key (host key files: %s)" % rep.get("ssh_host_files"))
+    d = rep.get("ssh_keygen_unit") or {}
+    if keygen_ran:
+        res.check(d.get("ConditionResult") == "yes" and d.get("Result") == "success"
+                  and d.get("ActiveState") == "active" and d.get("ExecMainStatus") == "0",
+                  "%s did not run: %s" % (KEYGEN_UNIT, d))
+    else:
+        # skipped this boot: conditions evaluated (timestamp set) and false
+        res.check(d.get("ConditionResult") == "no" and d.get("Result") == "success"
+                  and d.get("ConditionTimestampMonotonic") not in (None, "", "0"),
+                  "%s not skipped although host keys exist: %s" % (KEYGEN_UNIT, d))
+    res.check(not rep.get("ordering_cycles"), "ordering cycle: %s" % rep.get("ordering_cycles"))
+
+
 # ----------------------------------------------------------------- scenarios
 
 def scen(name, **kw):
@@ -170,6 +195,9 @@ def s1_first_boot(ctx, res):
     try:
         boot = run_boot(ctx, res, "1-first-boot", sc)
         provisioned(res, boot, sc)
+        # the image was deprovisioned with --ssh-host-keys
+        if boot.report:
+            ssh_up(res, boot, keygen_ran=True)
         st = (boot.report or {}).get("status_json", {})
         res.check('"provisioned": true' in (st.get("out") or ""),
                   "azure-firstboot status --json does not say provisioned: %s" % st)
@@ -209,6 +237,7 @@ def s2_reboot(ctx, res):
     res.check(boot.report["hostname"] == sc1["computer_name"],
               "hostname not kept: %r" % boot.report["hostname"])
     units_succeeded(res, boot, allow_skip=("hostname", "report-ready"))
+    ssh_up(res, boot, keygen_ran=False)
     skipped = [u for u, d in boot.report["units"].items() if d.get("ConditionResult") == "no"]
     res.note("skipped: %s" % ", ".join(sorted(u.split("-", 2)[-1].split(".")[0]
                                               for u in skipped)))
@@ -224,6 +253,9 @@ def s3_clone(ctx, res):
     sc = scen("vmcheck-clone")
     boot = run_boot(ctx, res, "3-clone", sc, overlay=ov)
     provisioned(res, boot, sc)
+    # a clone keeps the disk's host keys: nothing to generate
+    if boot.report:
+        ssh_up(res, boot, keygen_ran=False)
 
 
 def s4_ws_refuse_then_503(ctx, res):
