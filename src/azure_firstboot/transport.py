@@ -59,7 +59,10 @@ class Response(object):
 def connect(host, port, timeout):
     """A connected TCP socket (with ``timeout`` set), or OSError."""
     error = None
-    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+    # bytes, not str: a str host is run through the "idna" codec, whose import
+    # (encodings.idna, stringprep, unicodedata) costs more than the rest of a unit
+    for family, kind, proto, _, address in _socket.getaddrinfo(
+            host.encode("ascii"), port, 0, _socket.SOCK_STREAM):
         sock = _socket.socket(family, kind, proto)
         try:
             sock.settimeout(timeout)

@@ -72,7 +72,7 @@ def test_cli_runs_with_debian_python3_only_units_verify(chroot, deb):
     # Debian's python3 in isolated mode, and the lean launcher (no "re" import)
     with open(ch.path("/usr/bin/azure-firstboot")) as f:
         launcher = f.read()
-    assert launcher.startswith("#!/usr/bin/python3 -I\n") and "import re" not in launcher
+    assert launcher.startswith("#!/usr/bin/python3 -IS\n") and "import re" not in launcher
     # bad usage: one line, exit 2, no traceback
     bad = run(["chroot", ch.root, "azure-firstboot", "no-such-command"], check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stdout

@@ -482,7 +482,7 @@ def test_deprovision(tmp_path, fab):
 
 # ------------------------------------------------------------ boot-path weight
 
-HEAVY = ("re", "json", "socket", "http.client", "urllib.request", "email", "ssl", "argparse",
+HEAVY = ("re", "json", "socket", "encodings.idna", "http.client", "urllib.request", "email", "ssl", "argparse",
          "configparser", "logging", "subprocess", "xml.etree.ElementTree", "random")
 
 
