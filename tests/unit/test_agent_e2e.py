@@ -361,41 +361,25 @@ def test_hostname_disabled_still_reports_ready(tmp_path, fab):
 
 # ------------------------------------------------------------ endpoint discovery
 
-def test_option_245_from_networkd_lease(tmp_path):
+@pytest.mark.parametrize("address, lease_file, lease", [
+    ("127.10.11.12", "run/systemd/netif/leases/2", "ADDRESS=10.0.0.4\nOPTION_245=7F0A0B0C\n"),
+    ("127.10.11.13", "var/lib/dhcp/dhclient.eth0.leases",
+     "lease {\n  interface \"eth0\";\n  option unknown-245 7f:a:b:d;\n  expire never;\n}\n"),
+])
+def test_option_245_from_a_lease(tmp_path, address, lease_file, lease):
     if os.geteuid() != 0:
         pytest.skip("binding port 80 needs root")
-    address = "127.10.11.12"
     try:
         fab = Fabric(host=address, wireserver_port=80).start()
     except OSError as exc:
         pytest.skip("cannot bind %s:80: %s" % (address, exc))
     try:
         m = Machine(tmp_path, fab, wireserver__endpoint="auto")
-        m.write("run/systemd/netif/leases/2", "ADDRESS=10.0.0.4\nOPTION_245=7F0A0B0C\n")
+        m.write(lease_file, lease)
         procs = m.boot()
         assert_ok(procs)
-        assert "127.10.11.12:80 (DHCP option 245)" in procs[0].stdout
-        assert "127.10.11.12:80 (network-wait)" in procs[2].stdout
-        assert len(ready_reports(fab)) == 1
-    finally:
-        fab.stop()
-
-
-def test_option_245_from_dhclient_lease(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("binding port 80 needs root")
-    address = "127.10.11.13"
-    try:
-        fab = Fabric(host=address, wireserver_port=80).start()
-    except OSError as exc:
-        pytest.skip("cannot bind %s:80: %s" % (address, exc))
-    try:
-        m = Machine(tmp_path, fab, wireserver__endpoint="auto")
-        m.write("var/lib/dhcp/dhclient.eth0.leases",
-                "lease {\n  interface \"eth0\";\n  option unknown-245 7f:a:b:d;\n  expire never;\n}\n")
-        procs = m.boot()
-        assert_ok(procs)
-        assert "127.10.11.13:80 (DHCP option 245)" in procs[0].stdout
+        assert "%s:80 (DHCP option 245)" % address in procs[0].stdout
+        assert "%s:80 (network-wait)" % address in procs[2].stdout
         assert len(ready_reports(fab)) == 1
     finally:
         fab.stop()
