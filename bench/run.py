@@ -3,8 +3,9 @@
 waagent and cloud-init on the same QEMU/TCG harness (tests/vm/harness.py), plus a
 host-side micro-benchmark of our units (bench/micro.py).
 
-usage: run.py [--runs N] [--variants ours,sample,waagent,cloud-init] [--micro-runs N]
-              [--out bench/results.json] [--readme] [--smoke] [--workdir build/bench]
+usage: run.py [--runs N] [--variants ours,sample,waagent,cloud-init[,ours-nosandbox]]
+              [--micro-runs N] [--out bench/results.json] [--readme] [--smoke]
+              [--workdir build/bench] [--no-reboot] [--rerender RESULTS_JSON]
 
 Full run: images built/cached first, then N rounds of interleaved boots
 (ours, ours-reboot, sample, waagent, cloud-init, ours, ...), one VM at a time, so drift
@@ -12,6 +13,10 @@ hits every variant alike. Writes --out and prints the table; --readme also rewri
 table between the bench markers in README.md.
 --smoke: one boot of ours + one micro run; checks that every figure was measured;
 writes build/bench/smoke.json (never the committed results); exit 1 if anything is missing.
+--rerender: recompute targets and segments of a finished run (e.g. after changing the
+rendering) and print it; with --readme also rewrite the README table.
+Boot artefacts (serial log, pcap, emulator records, bench.json) stay in
+build/bench/<stamp>/<variant>-<round>/.
 """
 
 import argparse
@@ -336,16 +341,19 @@ def check_sample_verbatim():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--runs", type=int, default=3, help="rounds of interleaved boots")
     ap.add_argument("--variants", default=",".join(vb.VARIANTS),
                     help="comma-separated, from %s" % ", ".join(vb.VARIANTS + vb.EXPERIMENTS))
     ap.add_argument("--micro-runs", type=int, default=20)
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
     ap.add_argument("--workdir", default=os.path.join(REPO, "build", "bench"))
-    ap.add_argument("--readme", action="store_true")
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--no-reboot", action="store_true")
+    ap.add_argument("--readme", action="store_true",
+                    help="rewrite the table between the bench markers in README.md")
+    ap.add_argument("--smoke", action="store_true",
+                    help="one boot of ours + one micro run, checks every figure (make check)")
+    ap.add_argument("--no-reboot", action="store_true",
+                    help="skip the already-provisioned reboot of ours")
     ap.add_argument("--rerender", metavar="RESULTS_JSON",
                     help="recompute targets/segments of a finished run and print (+ --readme)")
     a = ap.parse_args()
