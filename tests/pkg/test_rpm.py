@@ -8,6 +8,7 @@ from conftest import PKG, UNITS, run
 
 RPM_FILES = ["/usr/lib/systemd/system/" + u for u in UNITS] + [
     "/usr/lib/systemd/system-preset/90-azure-firstboot.preset",
+    "/usr/lib/systemd/system-generators/azure-firstboot-generator",
     "/etc/azure-firstboot/azure-firstboot.conf",
     "/usr/share/man/man8/azure-firstboot.8.gz",
     "/usr/bin/azure-firstboot",
