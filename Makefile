@@ -16,7 +16,7 @@ export CACHE_DIR
 all: test
 
 ## ---- tests -------------------------------------------------------------
-check: check-version vermin test pkg-check vm-check
+check: check-version vermin test pkg-check vm-check bench-smoke
 
 test:
 	PYTHONPATH=src $(PY) -m pytest -q -p no:cacheprovider tests/unit
