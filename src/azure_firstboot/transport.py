@@ -38,12 +38,11 @@ class DeadlineExceeded(Exception):
 class Deadline(object):
     """A point in monotonic time that several calls share."""
 
-    def __init__(self, seconds, clock=time.monotonic):
-        self.clock = clock
-        self.end = clock() + seconds
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds
 
     def remaining(self):
-        return self.end - self.clock()
+        return self.end - time.monotonic()
 
 
 class Response(object):
