@@ -160,7 +160,250 @@ def health_document(goal_state, failure=None):
     return doc.encode("utf-8")
 
 
+# --------------------------------------------------------------------- JSON
+
+JSON_MAX_SIZE = 1024 * 1024
+JSON_MAX_DEPTH = 64
+_JSON_WS = frozenset(" \t\n\r")
+_JSON_DIGITS = frozenset("0123456789")
+_JSON_NUMBER_CHARS = frozenset("0123456789+-.eE")
+_JSON_NUMBER_MAX = 64
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_JSON_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_JSON_LITERALS = (("true", True), ("false", False), ("null", None))
+
+
+class _JSONError(Exception):
+    def __init__(self, message, offset):
+        Exception.__init__(self, "%s at offset %d" % (message, offset))
+
+
+def _json_ws(text, i, n):
+    while i < n and text[i] in _JSON_WS:
+        i += 1
+    return i
+
+
+def _json_string(text, i, n):
+    """``text[i]`` is '"': (the decoded string, the offset after it).  Linear:
+    str.find does the scanning, each character is looked at a bounded number
+    of times."""
+    start = i
+    i += 1
+    parts = []
+    quote = -1
+    while True:
+        if quote < i:
+            quote = text.find('"', i)
+            if quote < 0:
+                raise _JSONError("unterminated string", start)
+        backslash = text.find("\\", i, quote)
+        stop = quote if backslash < 0 else backslash
+        segment = text[i:stop]
+        if segment and min(segment) < " ":
+            raise _JSONError("control character in a string", i + next(
+                k for k, c in enumerate(segment) if c < " "))
+        parts.append(segment)
+        if backslash < 0:
+            return "".join(parts), quote + 1
+        kind = text[backslash + 1:backslash + 2]
+        if kind in _JSON_ESCAPES:
+            parts.append(_JSON_ESCAPES[kind])
+            i = backslash + 2
+            continue
+        if kind != "u":
+            raise _JSONError("invalid escape in a string", backslash)
+        code, i = _json_hex4(text, backslash)
+        if 0xD800 <= code < 0xDC00:
+            low = -1
+            if text[i:i + 2] == "\\u":
+                low, after = _json_hex4(text, i)
+            if not 0xDC00 <= low < 0xE000:
+                raise _JSONError("unpaired surrogate in a string", backslash)
+            code, i = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00), after
+        elif 0xDC00 <= code < 0xE000:
+            raise _JSONError("unpaired surrogate in a string", backslash)
+        parts.append(chr(code))
+
+
+def _json_hex4(text, i):
+    digits = text[i + 2:i + 6]
+    if len(digits) != 4 or not set(digits) <= _HEX_DIGITS:
+        raise _JSONError("invalid \\u escape in a string", i)
+    return int(digits, 16), i + 6
+
+
+def _json_number(text, i, n):
+    j = i
+    while j < n and text[j] in _JSON_NUMBER_CHARS:
+        j += 1
+        if j - i > _JSON_NUMBER_MAX:
+            raise _JSONError("number longer than %d characters" % _JSON_NUMBER_MAX, i)
+    token = text[i:j]
+    size = len(token)
+    k = 1 if token.startswith("-") else 0
+    if k < size and token[k] == "0":
+        k += 1
+    else:
+        first = k
+        while k < size and token[k] in _JSON_DIGITS:
+            k += 1
+        if k == first:
+            raise _JSONError("malformed number", i)
+    integral = True
+    if k < size and token[k] == ".":
+        k += 1
+        first = k
+        while k < size and token[k] in _JSON_DIGITS:
+            k += 1
+        if k == first:
+            raise _JSONError("malformed number", i)
+        integral = False
+    if k < size and token[k] in "eE":
+        k += 1
+        if k < size and token[k] in "+-":
+            k += 1
+        first = k
+        while k < size and token[k] in _JSON_DIGITS:
+            k += 1
+        if k == first:
+            raise _JSONError("malformed number", i)
+        integral = False
+    if k != size:
+        raise _JSONError("malformed number", i)
+    if integral:
+        return int(token), j
+    value = float(token)
+    if value in (float("inf"), float("-inf")):
+        raise _JSONError("number out of range", i)
+    return value, j
+
+
+def _json_parse(text, max_depth):
+    n = len(text)
+    stack = []          # [container, pending key] per open object/array
+    i = _json_ws(text, 0, n)
+    while True:
+        # -- one value at i
+        if i >= n:
+            raise _JSONError("unexpected end of document", i)
+        c = text[i]
+        opened = None
+        if c == "{" or c == "[":
+            if len(stack) >= max_depth:
+                raise _JSONError("nested deeper than %d levels" % max_depth, i)
+            closer = "}" if c == "{" else "]"
+            j = _json_ws(text, i + 1, n)
+            if text[j:j + 1] == closer:
+                value, i = ({} if c == "{" else []), j + 1
+            else:
+                opened, i = ({} if c == "{" else []), j
+        elif c == '"':
+            value, i = _json_string(text, i, n)
+        elif c == "-" or c in _JSON_DIGITS:
+            value, i = _json_number(text, i, n)
+        else:
+            for word, literal in _JSON_LITERALS:
+                if text.startswith(word, i):
+                    value, i = literal, i + len(word)
+                    break
+            else:
+                raise _JSONError("unexpected character %r" % c, i)
+        if opened is not None:
+            stack.append([opened, None])
+            if isinstance(opened, dict):
+                i = _json_key(text, i, n, stack[-1])
+            continue
+        # -- a complete value: store it, then close as many containers as end here
+        while True:
+            if not stack:
+                i = _json_ws(text, i, n)
+                if i != n:
+                    raise _JSONError("data after the document", i)
+                return value
+            top = stack[-1]
+            container = top[0]
+            if isinstance(container, dict):
+                container[top[1]] = value
+            else:
+                container.append(value)
+            i = _json_ws(text, i, n)
+            c = text[i:i + 1]
+            if c == ",":
+                i = _json_ws(text, i + 1, n)
+                if isinstance(container, dict):
+                    i = _json_key(text, i, n, top)
+                break
+            if c == ("}" if isinstance(container, dict) else "]"):
+                stack.pop()
+                value, i = container, i + 1
+                continue
+            raise _JSONError("expected ',' or '%s'" % ("}" if isinstance(container, dict) else "]"), i)
+
+
+def _json_key(text, i, n, top):
+    """Read '"key" :' at i into ``top``; returns the offset of the value."""
+    if text[i:i + 1] != '"':
+        raise _JSONError("expected a string key", i)
+    top[1], i = _json_string(text, i, n)
+    i = _json_ws(text, i, n)
+    if text[i:i + 1] != ":":
+        raise _JSONError("expected ':'", i)
+    return _json_ws(text, i + 1, n)
+
+
+def parse_json(data, what="JSON document", max_size=JSON_MAX_SIZE, max_depth=JSON_MAX_DEPTH):
+    """JSON (UTF-8 bytes or str) -> dict/list/str/int/float/bool/None.
+
+    A small strict parser (RFC 8259) that needs neither ``json`` nor ``re``:
+    iterative, so depth is a checked number (``max_depth``), never a
+    RecursionError; linear in the input; documents over ``max_size`` bytes,
+    numbers over 64 characters, non-finite numbers and unpaired surrogates
+    are refused.  Every problem is a ProtocolError naming ``what`` and the
+    offset."""
+    if isinstance(data, (bytes, bytearray)):
+        if len(data) > max_size:
+            raise ProtocolError("%s is larger than %d bytes" % (what, max_size))
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("%s is not UTF-8 (byte %d)" % (what, exc.start))
+    else:
+        text = data
+        if len(text) > max_size:
+            raise ProtocolError("%s is larger than %d characters" % (what, max_size))
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        return _json_parse(text, max_depth)
+    except _JSONError as exc:
+        raise ProtocolError("%s is not valid JSON: %s" % (what, exc))
+
+
+def json_get(value, *keys):
+    """``value[k1][k2]...`` through nested objects, or None when a key is
+    missing or a step is not an object."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
 # --------------------------------------------------------------------- IMDS
+
+def parse_imds_compute(data):
+    """IMDS instance JSON (bytes) -> its ``compute`` object (a dict).
+
+    The one entry point for every step that reads the instance document
+    (host name, admin user, SSH keys): parsed by parse_json (bounded),
+    ProtocolError when it is not JSON or has no compute object."""
+    doc = parse_json(data, "IMDS instance document")
+    compute = json_get(doc, "compute")
+    if not isinstance(compute, dict):
+        raise ProtocolError("IMDS instance document has no compute object")
+    return compute
+
 
 def parse_imds_instance(data):
     """IMDS instance JSON (bytes) -> (computerName, vmId).
@@ -168,17 +411,8 @@ def parse_imds_instance(data):
     Raises ProtocolError when the document or the fields are unusable.  The
     host name comes from compute.osProfile.computerName, never compute.name
     (the resource name, e.g. 'vmss_3' on scale sets)."""
-    import json
-
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("IMDS instance document is not JSON: %s" % str(exc)[:80])
-    compute = doc.get("compute") if isinstance(doc, dict) else None
-    if not isinstance(compute, dict):
-        raise ProtocolError("IMDS instance document has no compute object")
-    profile = compute.get("osProfile")
-    name = profile.get("computerName") if isinstance(profile, dict) else None
+    compute = parse_imds_compute(data)
+    name = json_get(compute, "osProfile", "computerName")
     if not isinstance(name, str) or not name:
         raise ProtocolError("IMDS compute.osProfile.computerName is missing or empty")
     vm_id = compute.get("vmId")
