@@ -48,21 +48,75 @@ def status(ctx, as_json):
     return 0
 
 
-def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases):
-    """Remove this package's state; with flags also the machine's identity."""
+# What would also provision (or fight over) a VM made from this image.
+OTHER_AGENTS = (
+    ("waagent", ("/usr/sbin/waagent", "/usr/bin/waagent"),
+     ("walinuxagent.service", "waagent.service"),
+     "apt purge walinuxagent / dnf remove WALinuxAgent", None),
+    ("cloud-init", ("/usr/bin/cloud-init",),
+     ("cloud-init-local.service", "cloud-init.service", "cloud-config.service", "cloud-final.service"),
+     "apt purge cloud-init / dnf remove cloud-init", "/etc/cloud/cloud-init.disabled"),
+)
+UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
+
+
+def other_agents(paths):
+    """One warning per other provisioning agent still installed or enabled in
+    the tree under ``paths`` (checked by file presence only: no package
+    manager, no systemctl, so it works under --root too)."""
+    warnings = []
+    for name, programs, units, remedy, disabled_by in OTHER_AGENTS:
+        found = [p for p in programs if os.path.lexists(paths(p))]
+        prefix = len(paths("/")) - 1
+        links = sorted(link[prefix:] for unit in units
+                       for link in glob.glob(paths("/etc/systemd/system/*.wants/" + unit)))
+        if disabled_by and os.path.lexists(paths(disabled_by)):
+            links = []
+        if found:
+            warnings.append("%s is still installed (%s)%s: VMs made from this image would run it too; "
+                            "remove it (%s)" % (name, found[0], " and enabled" if links else "", remedy))
+        elif links:
+            warnings.append("%s is not installed but still enabled (%s): purge its leftovers (%s)" % (
+                name, links[0], remedy))
+    return warnings
+
+
+def ask(question):
+    """Ask on the terminal; True only for an explicit yes."""
+    import sys
+
+    sys.stderr.write(question + " [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _truncate(path):
+    """Empty a file that has content (an empty one is already generalized)."""
+    try:
+        return [("truncate", path)] if os.path.getsize(path) > 0 else []
+    except OSError:
+        return []
+
+
+def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force=True):
+    """Remove this package's state and the selected parts of the machine's
+    identity.  Unless ``force``, list what goes and ask first."""
     paths = ctx.paths
+    for text in other_agents(paths):
+        log.warning("deprovision: " + text)
     actions = []
     for pattern in (st.STATE_DIR + "/*", st.RUN_DIR + "/*"):
         actions += [("remove", p) for p in sorted(glob.glob(paths(pattern)))]
     if machine_id:
-        actions.append(("truncate", paths("/etc/machine-id")))
+        actions += _truncate(paths("/etc/machine-id"))
         dbus = paths("/var/lib/dbus/machine-id")
         if os.path.isfile(dbus) and not os.path.islink(dbus):
             actions.append(("remove", dbus))
     if ssh_host_keys:
         actions += [("remove", p) for p in sorted(glob.glob(paths("/etc/ssh/ssh_host_*key*")))]
     if hostname:
-        actions.append(("truncate", paths("/etc/hostname")))
+        actions += _truncate(paths("/etc/hostname"))
     if leases:
         for pattern in ("/var/lib/dhcp/*.leases", "/var/lib/dhclient/*.lease*",
                         "/var/lib/NetworkManager/*.lease", "/run/systemd/netif/leases/*"):
@@ -70,6 +124,13 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases):
     if not actions:
         log.info("nothing to remove")
         return 0
+    if not dry_run and not force:
+        for verb, path in actions:
+            log.info("will %s %s" % (verb, path))
+        if not ask("Deprovision %s: remove these %d item(s)?" % (
+                "this machine" if paths.is_host else paths.root, len(actions))):
+            log.error("deprovision: cancelled, nothing changed")
+            return 1
     failed = 0
     for verb, path in actions:
         if dry_run:

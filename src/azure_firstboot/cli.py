@@ -20,8 +20,10 @@ commands:
   hostname       set the host name from IMDS osProfile.computerName, publish it via DHCP
   report-ready   report Ready (or ProvisioningFailed) to the WireServer
   status         show what was done for this VM  [--json]
-  deprovision    remove this agent's state before capturing an image
-                 [--dry-run] [--machine-id] [--ssh-host-keys] [--hostname] [--leases] [--all]
+  deprovision    generalize before capturing an image: remove this agent's state, the
+                 machine id, SSH host keys, host name and DHCP leases (name some of
+                 --machine-id --ssh-host-keys --hostname --leases to remove only those)
+                 [--dry-run] [--all] [--force|-y]; asks on a terminal unless --force
 
 options:
   --config FILE  configuration file (default %s; missing = defaults)
@@ -37,8 +39,12 @@ Exit status: 0 done or nothing to do, 1 the step failed, 2 usage or configuratio
 COMMANDS = ("network-wait", "hostname", "report-ready", "status", "deprovision")
 COMMAND_FLAGS = {
     "status": ("--json",),
-    "deprovision": ("--dry-run", "--machine-id", "--ssh-host-keys", "--hostname", "--leases", "--all"),
+    "deprovision": ("--dry-run", "--machine-id", "--ssh-host-keys", "--hostname", "--leases", "--all",
+                    "--force", "-y"),
 }
+
+# deprovision's parts; none named = all of them
+DEPROVISION_PARTS = ("--machine-id", "--ssh-host-keys", "--hostname", "--leases")
 
 
 class UsageError(Exception):
@@ -124,6 +130,14 @@ def parse_args(argv):
     return cfg_path, root, command, flags
 
 
+def _interactive():
+    """A person at a terminal (deprovision asks them); scripts are not asked."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:
+        return False
+
+
 def main(argv=None):
     try:
         cfg_path, root, command, flags = parse_args(sys.argv[1:] if argv is None else argv)
@@ -163,11 +177,14 @@ def main(argv=None):
 
             if command == "status":
                 return admin.status(ctx, "--json" in flags)
-            every = "--all" in flags
+            # No selection (or --all): everything a generalized image must lose.
+            chosen = [f for f in DEPROVISION_PARTS if f in flags]
+            if not chosen or "--all" in flags:
+                chosen = DEPROVISION_PARTS
+            force = bool(flags & {"--force", "-y"}) or not _interactive()
             return admin.deprovision(
-                ctx, "--dry-run" in flags, every or "--machine-id" in flags,
-                every or "--ssh-host-keys" in flags, every or "--hostname" in flags,
-                every or "--leases" in flags)
+                ctx, "--dry-run" in flags, "--machine-id" in chosen, "--ssh-host-keys" in chosen,
+                "--hostname" in chosen, "--leases" in chosen, force=force)
         return unit.run(ctx)
     except Done as done:
         return done.code
