@@ -319,7 +319,7 @@ def test_imds_dropped_connections(tmp_path):
     ({"computer_name": "$(touch CANARY)"}, "is not a valid host name"),
     ({"computer_name": "a_b"}, "is not a valid host name"),
     ({"computer_name": "a" * 300}, "300 characters long"),
-    ({"imds_body": "malformed"}, "not JSON"),
+    ({"imds_body": "malformed"}, "not valid JSON"),
     ({"imds_body": "no_osprofile"}, "computerName is missing"),
     ({"imds_body": "oversized"}, "larger than"),
 ])
