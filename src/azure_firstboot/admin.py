@@ -1,7 +1,7 @@
 """Commands for people: status (one screen, or --json) and deprovision
 (prepare an image for capture)."""
 
-import glob
+import fnmatch
 import os
 
 from azure_firstboot import __version__, log, state as st
@@ -11,7 +11,7 @@ def status(ctx, as_json):
     ident = ctx.identity
     records = st.State(ctx.paths, ident.vm_id) if ident.vm_id else None
     marker = records.provisioned() if records else None
-    steps = {step: (records.result(step) if records else None) for step in st.STEPS}
+    steps = {step: (records.latest(step) if records else None) for step in st.STEPS}
     doc = {
         "version": __version__,
         "vm_id": ident.vm_id,
@@ -67,9 +67,11 @@ def other_agents(paths):
     warnings = []
     for name, programs, units, remedy, disabled_by in OTHER_AGENTS:
         found = [p for p in programs if os.path.lexists(paths(p))]
-        prefix = len(paths("/")) - 1
-        links = sorted(link[prefix:] for unit in units
-                       for link in glob.glob(paths("/etc/systemd/system/*.wants/" + unit)))
+        links = sorted("/etc/systemd/system/%s/%s" % (os.path.basename(wants), unit)
+                       for unit in units
+                       for wants in _entries(paths, "/etc/systemd/system", "*.wants")
+                       if os.path.lexists(os.path.join(
+                           paths("/etc/systemd/system/" + os.path.basename(wants)), unit)))
         if disabled_by and os.path.lexists(paths(disabled_by)):
             links = []
         if found:
@@ -99,28 +101,46 @@ def _truncate(path):
         return []
 
 
+def _entries(paths, directory, pattern):
+    """Real paths of the entries of ``directory`` (resolved inside the root)
+    whose names match ``pattern`` (dot files too), sorted."""
+    base = paths(directory)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    return [os.path.join(base, name) for name in sorted(names) if fnmatch.fnmatchcase(name, pattern)]
+
+
 def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force=True):
     """Remove this package's state and the selected parts of the machine's
-    identity.  Unless ``force``, list what goes and ask first."""
+    identity.  Unless ``force``, list what goes and ask first.
+
+    Every path is resolved inside ``--root`` (state.Paths), so a symlinked
+    directory in the tree cannot lead the removal out of it; on the running
+    host the directories are used as they are.  Either way an entry that is
+    a symlink is removed itself, never followed, and a real subdirectory is
+    removed without following the symlinks inside it."""
     paths = ctx.paths
     for text in other_agents(paths):
         log.warning("deprovision: " + text)
     actions = []
-    for pattern in (st.STATE_DIR + "/*", st.RUN_DIR + "/*"):
-        actions += [("remove", p) for p in sorted(glob.glob(paths(pattern)))]
+    for directory in (st.STATE_DIR, st.RUN_DIR):
+        actions += [("remove", p) for p in _entries(paths, directory, "*")]
     if machine_id:
         actions += _truncate(paths("/etc/machine-id"))
         dbus = paths("/var/lib/dbus/machine-id")
         if os.path.isfile(dbus) and not os.path.islink(dbus):
             actions.append(("remove", dbus))
     if ssh_host_keys:
-        actions += [("remove", p) for p in sorted(glob.glob(paths("/etc/ssh/ssh_host_*key*")))]
+        actions += [("remove", p) for p in _entries(paths, "/etc/ssh", "ssh_host_*key*")]
     if hostname:
         actions += _truncate(paths("/etc/hostname"))
     if leases:
-        for pattern in ("/var/lib/dhcp/*.leases", "/var/lib/dhclient/*.lease*",
-                        "/var/lib/NetworkManager/*.lease", "/run/systemd/netif/leases/*"):
-            actions += [("remove", p) for p in sorted(glob.glob(paths(pattern)))]
+        for directory, pattern in (("/var/lib/dhcp", "*.leases"), ("/var/lib/dhclient", "*.lease*"),
+                                   ("/var/lib/NetworkManager", "*.lease"),
+                                   ("/run/systemd/netif/leases", "*")):
+            actions += [("remove", p) for p in _entries(paths, directory, pattern)]
     if not actions:
         log.info("nothing to remove")
         return 0
@@ -138,8 +158,9 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
             continue
         try:
             if verb == "truncate":
-                if os.path.exists(path):
-                    st.write_atomic(path, b"")
+                if not os.path.lexists(path):
+                    continue
+                st.write_atomic(path, b"")
             elif os.path.isdir(path) and not os.path.islink(path):
                 import shutil
 

@@ -88,6 +88,7 @@ class Context(object):
             log.info("%s: VM %s already provisioned (Ready at %s); nothing to do" % (
                 step, ident.vm_id, marker.get("time")))
             raise Done(0)
+        self.state.begin(step)  # first action: "started" (report_ready.why_not_ready)
         return self.state
 
 

@@ -11,26 +11,31 @@ from azure_firstboot import log, protocol, system, transport
 STEP = "network-wait"
 
 
-def wireserver_endpoint(ctx, wait):
+def wireserver_endpoint(ctx, wait, deadline=None):
     """(host, port, source): the configured endpoint, else DHCP option 245
     from the lease files, else 168.63.129.16.  With ``wait``, give a lease
-    up to one second to appear when there is none at all."""
+    up to one second to appear when there is none at all.  Lease files are
+    read within ``deadline``."""
     configured = ctx.config[("wireserver", "endpoint")]
     if configured != "auto":
         host, port = protocol.split_endpoint(configured)
         return host, port, "configuration"
     end = time.monotonic() + (1.0 if wait else 0.0)
+    if deadline is not None:
+        end = min(end, time.monotonic() + max(0.0, deadline.remaining()))
     while True:
-        address = system.lease_endpoint(ctx.paths, time.time())
+        address = system.lease_endpoint(ctx.paths, time.time(), deadline)
         if address:
             return address, 80, "DHCP option 245"
-        if time.monotonic() >= end or system.any_lease(ctx.paths):
+        if time.monotonic() >= end or system.any_lease(ctx.paths) or (
+                deadline is not None and deadline.remaining() <= 0):
             return protocol.WIRESERVER_DEFAULT, 80, "default address"
         time.sleep(0.1)
 
 
-def recorded_endpoint(ctx):
-    """The endpoint network-wait found in this boot, else a fresh lookup."""
+def recorded_endpoint(ctx, deadline=None):
+    """The endpoint network-wait found in this boot, else a fresh lookup
+    (within ``deadline``)."""
     text = ctx.state.boot_flag("endpoint")
     if text:
         try:
@@ -38,15 +43,15 @@ def recorded_endpoint(ctx):
             return host, port, "network-wait"
         except ValueError:
             pass
-    return wireserver_endpoint(ctx, wait=False)
+    return wireserver_endpoint(ctx, wait=False, deadline=deadline)
 
 
 def run(ctx):
     state = ctx.state
-    host, port, source = wireserver_endpoint(ctx, wait=True)
     limit = ctx.config[("provisioning", "network_timeout")]
-    deadline = transport.Deadline(limit)
+    deadline = transport.Deadline(limit)  # the lease files are read within it
     started = time.monotonic()
+    host, port, source = wireserver_endpoint(ctx, wait=True, deadline=deadline)
     last_note = started
     log.info("waiting up to %d s for the WireServer at %s:%d (%s)" % (limit, host, port, source))
     while not transport.can_connect(host, port, min(2.0, max(0.05, deadline.remaining()))):

@@ -10,7 +10,8 @@ Path: this file -> protocol (parse, build) -> transport.
 
 import time
 
-from azure_firstboot import __version__, log, network_wait, protocol, transport
+from azure_firstboot import __version__, log, network_wait, protocol, system, transport
+from azure_firstboot.state import REQUIRED_BEFORE_READY, describe
 
 STEP = "report-ready"
 OK = (200, 201, 202)
@@ -70,14 +71,57 @@ def report(host, port, deadline, failure):
             response.status, response.reason, " (%s)" % detail if detail else ""))
 
 
+def unit_name(step):
+    return "azure-firstboot-%s.service" % step
+
+
+def why_not_ready(ctx):
+    """Ready only when it is true: one reason per step of
+    REQUIRED_BEFORE_READY that did not finish successfully in this boot.
+    A step that started and left no result (crashed, killed, or could not
+    record) counts as failed; so does one that is enabled (its unit is
+    pulled in at boot and the configuration does not disable it) but left
+    no record at all.  A step the admin disabled does not count."""
+    state = ctx.state
+    reasons = []
+    for step in REQUIRED_BEFORE_READY:
+        entry = state.outcome(step)
+        result = entry.get("result") if entry else None
+        if result in ("ok", "skipped"):
+            continue
+        if result == "failed":
+            reasons.append("%s: %s" % (step, entry.get("reason") or "failed"))
+        elif entry is not None:
+            reasons.append("%s: started but did not finish (crashed or killed)" % step)
+        elif ctx.config.get((step, "enabled"), True) and system.unit_enabled(ctx.paths, unit_name(step)):
+            why = "enabled but left no result in this boot"
+            net = state.outcome("network-wait")
+            if net and net.get("result") != "ok":
+                why += " (network-wait: %s)" % (net.get("reason") or net.get("result"))
+            reasons.append("%s: %s" % (step, why))
+    if state.problem:
+        reasons.append("%s: %s" % (STEP, state.problem))
+    return reasons
+
+
+def _finish(state, result, **details):
+    """Record report-ready's result; a failure to do so is logged (the
+    WireServer already has the report).  Returns False when not recorded."""
+    try:
+        state.record(STEP, result, **details)
+        return True
+    except OSError as exc:
+        log.error("%s" % (exc.strerror or exc))
+        return False
+
+
 def run(ctx):
     state = ctx.state
-    failure = None
-    hostname = state.result("hostname", this_boot=True)
-    if hostname and hostname.get("result") == "failed":
-        failure = "hostname: %s" % hostname.get("reason", "failed")
-    host, port, source = network_wait.recorded_endpoint(ctx)
+    # One deadline from the start: finding the endpoint may read lease files.
     deadline = transport.Deadline(ctx.config[("provisioning", "deadline")])
+    reasons = why_not_ready(ctx)
+    failure = "; ".join(reasons) if reasons else None
+    host, port, source = network_wait.recorded_endpoint(ctx, deadline)
     what = "Ready" if failure is None else "NotReady/ProvisioningFailed"
     log.info("reporting %s to the WireServer at %s:%d (%s)" % (what, host, port, source))
     started = time.monotonic()
@@ -85,19 +129,27 @@ def run(ctx):
         goal_state = report(host, port, deadline, failure)
     except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
         reason = "could not report %s: %s" % (what, exc)
-        state.record(STEP, "failed", reason=reason, endpoint="%s:%d" % (host, port))
         log.error(reason)
+        _finish(state, "failed", reason=reason, endpoint="%s:%d" % (host, port))
         return 1
     details = dict(endpoint="%s:%d" % (host, port), incarnation=goal_state.incarnation,
                    container_id=goal_state.container_id, instance_id=goal_state.instance_id,
                    reported=what, seconds=round(time.monotonic() - started, 3))
     if failure is not None:
-        state.record(STEP, "failed", reason="reported ProvisioningFailed: " + failure, **details)
         log.error("reported ProvisioningFailed (incarnation %s): %s" % (goal_state.incarnation, failure))
+        _finish(state, "failed", reason="reported ProvisioningFailed: " + failure, **details)
         return 1
-    state.mark_provisioned(goal_state.incarnation)
-    state.record(STEP, "ok", **details)
+    try:
+        state.mark_provisioned(goal_state.incarnation)
+    except OSError as exc:
+        reason = ("Ready was acknowledged for incarnation %s, but the marker could not be written: "
+                  "%s; this VM is not marked provisioned and will report Ready again at its next "
+                  "boot" % (goal_state.incarnation, describe(exc)))
+        log.error(reason)
+        _finish(state, "failed", reason=reason, **details)
+        return 1
+    ok = _finish(state, "ok", **details)
     log.info("Ready acknowledged for incarnation %s (container %s, instance %s) in %.1f s" % (
         goal_state.incarnation, goal_state.container_id, goal_state.instance_id,
         time.monotonic() - started))
-    return 0
+    return 0 if ok else 1

@@ -1,39 +1,90 @@
 """Where things live on disk, all under one root (``--root``), and how they
-are written: atomically (temporary file, fsync, rename), never half.
+are read and written: bounded reads of regular files only, atomic writes
+(temporary file, fsync, rename), never half.
 
 Records are ``key=value`` lines (one value per line, no quoting): easy to
 read for people and scripts, and cheap to parse on the boot path.
 
 State (survives reboots, keyed on the VM id):
   /var/lib/azure-firstboot/provisioned        marker, written after Ready was acknowledged
-  /var/lib/azure-firstboot/<step>.result      last result of each step
-Per boot:
+  /var/lib/azure-firstboot/<step>.result      last result of each step ("started" while it runs)
+Per boot (tmpfs):
+  /run/azure-firstboot/<step>.boot            this boot's record of the step: written
+                                              "started" as its first action, then its result
   /run/azure-firstboot/endpoint               WireServer address found by network-wait
   /run/azure-firstboot/provisioned            "this VM is already provisioned": lets the
                                               later units skip via ConditionPathExists
+
+``--root DIR`` is a boundary: ``Paths`` resolves every path under DIR as if
+DIR were ``/`` (an absolute symlink inside the tree points into the tree,
+``..`` stops at DIR), so no symlink or ``..`` in the tree leads outside it.
+On the running host (root ``/``) paths are used as they are.
 """
 
+import errno
 import os
+import stat
 import time
 
 STATE_DIR = "/var/lib/azure-firstboot"
 RUN_DIR = "/run/azure-firstboot"
 STEPS = ("network-wait", "hostname", "report-ready")
+# The steps that must have finished successfully in this boot before
+# report-ready may report Ready (when they are enabled; see report_ready.run).
+REQUIRED_BEFORE_READY = ("hostname",)
+READY_STEP = "report-ready"
+
+RECORD_LIMIT = 65536
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+MAX_SYMLINKS = 40
+
+
+def _problem(code, text, path):
+    return OSError(code, text, path)
 
 
 class Paths(object):
+    """Target-system paths -> real paths, contained in the root."""
+
     def __init__(self, root="/"):
-        self.root = root
+        self.is_host = root in ("", "/")
+        self.root = "/" if self.is_host else os.path.realpath(root)
 
     def __call__(self, path):
-        """An absolute path as seen on the target system -> the real path."""
-        if self.root in ("", "/"):
+        """An absolute path as seen on the target system -> the real path.
+        Under a root, symlinks are followed as a chroot would (absolute
+        targets start again at the root, ``..`` never climbs above it); the
+        result names no symlink in any existing component and lies inside the
+        root.  Raises OSError (ELOOP) on a symlink loop."""
+        if self.is_host:
             return path
-        return os.path.join(self.root, path.lstrip("/"))
-
-    @property
-    def is_host(self):
-        return self.root in ("", "/")
+        todo = [part for part in reversed(path.split("/")) if part not in ("", ".")]
+        done = []
+        hops = 0
+        while todo:
+            part = todo.pop()
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            candidate = os.path.join(self.root, *(done + [part]))
+            try:
+                info = os.lstat(candidate)
+            except OSError:
+                done.append(part)  # does not exist (yet): nothing to follow
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                hops += 1
+                if hops > MAX_SYMLINKS:
+                    raise _problem(errno.ELOOP, "too many levels of symbolic links",
+                                   os.path.join(self.root, path.lstrip("/")))
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    done = []
+                todo.extend(part for part in reversed(target.split("/")) if part not in ("", "."))
+                continue
+            done.append(part)
+        return os.path.join(self.root, *done) if done else os.path.join(self.root, "")
 
     def state(self, name):
         return self(STATE_DIR + "/" + name)
@@ -42,18 +93,65 @@ class Paths(object):
         return self(RUN_DIR + "/" + name)
 
 
-def read_text(path, limit=65536):
-    """File content as text, or None when it does not exist or cannot be read."""
+def read_bytes(path, limit=RECORD_LIMIT):
+    """The content of the regular file ``path``, or None when it does not
+    exist.  Raises OSError with a clear reason when it exists but is not a
+    regular file (a FIFO or device is never opened for reading, so this never
+    blocks), cannot be read, or is larger than ``limit`` bytes (never
+    silently truncated)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(limit).decode("utf-8", "replace")
-    except OSError:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    if not stat.S_ISREG(info.st_mode):
+        raise _problem(errno.EINVAL, "not a regular file", path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
+            raise _problem(errno.EINVAL, "not a regular file", path)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise _problem(errno.EFBIG, "larger than %s" % _size(limit), path)
+    return b"".join(chunks)
 
 
-def write_atomic(path, data, mode=0o644):
+def _size(limit):
+    if limit % 1048576 == 0:
+        return "%d MiB" % (limit // 1048576)
+    if limit % 1024 == 0:
+        return "%d KiB" % (limit // 1024)
+    return "%d bytes" % limit
+
+
+def read_text(path, limit=RECORD_LIMIT):
+    """Like read_bytes, decoded as UTF-8 (undecodable bytes become U+FFFD)."""
+    data = read_bytes(path, limit)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
+def describe(exc):
+    """An OSError -> one line: 'reason (path)'."""
+    text = exc.strerror or str(exc)
+    return "%s (%s)" % (text, exc.filename) if getattr(exc, "filename", None) else text
+
+
+def write_atomic(path, data, mode=0o644, durable=True):
     """Replace ``path`` with ``data`` (bytes or str) in one rename.  Keeps the
-    mode of an existing file; creates missing parent directories."""
+    mode of an existing file; creates missing parent directories.  On any
+    failure the old file is untouched and no temporary file is left.
+    ``durable=False`` skips the fsyncs (for records that may vanish on a
+    power loss)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(path) or "."
@@ -63,20 +161,32 @@ def write_atomic(path, data, mode=0o644):
     except OSError:
         pass
     tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:  # left by a process of an earlier boot with our pid
         os.unlink(tmp)
+        fd = os.open(tmp, flags, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         raise
-    os.close(fd)
-    os.rename(tmp, path)
+    if not durable:
+        return
     try:
         dfd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -90,19 +200,39 @@ def write_atomic(path, data, mode=0o644):
 
 
 def parse_record(text):
-    """``key=value`` lines -> dict (str -> str); other lines are ignored."""
+    """``key=value`` lines (separated by ``\\n`` only) -> dict (str -> str);
+    other lines are ignored."""
     record = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         key, sep, value = line.partition("=")
         if sep and key.strip():
             record[key.strip()] = value.strip()
     return record
 
 
+def clean_value(value):
+    """Any value -> one line without control characters: whitespace runs
+    (including line and paragraph separators) become one space, every other
+    control character (C0, DEL, C1) is shown as ``\\xNN``."""
+    text = " ".join(str(value).split())
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else
+                   ("\\x%02x" % ord(c) if ord(c) < 256 else "\\u%04x" % ord(c)) for c in text)
+
+
 def format_record(record):
-    """dict -> ``key=value`` lines; values are flattened to one line."""
-    return "".join("%s=%s\n" % (key, " ".join(str(record[key]).split()))
-                   for key in sorted(record) if record[key] is not None)
+    """dict -> ``key=value`` lines; values are flattened to one line with no
+    control characters (data from the network never reaches a file raw).
+    Keys are ours: a key that is not a plain word is a programming error."""
+    lines = []
+    for key in sorted(record):
+        if record[key] is None:
+            continue
+        if not key or not set(key) <= _KEY_CHARS:
+            raise ValueError("bad record key %r" % (key,))
+        lines.append("%s=%s\n" % (key, clean_value(record[key])))
+    return "".join(lines)
 
 
 def read_record(path):
@@ -110,8 +240,8 @@ def read_record(path):
     return parse_record(text) if text is not None else None
 
 
-def write_record(path, record):
-    write_atomic(path, format_record(record))
+def write_record(path, record, durable=True):
+    write_atomic(path, format_record(record), durable=durable)
 
 
 def now_iso():
@@ -119,46 +249,128 @@ def now_iso():
 
 
 class State(object):
-    """The agent's records for one VM id under one root."""
+    """The agent's records for one VM id under one root.
+
+    Every step writes a record as its first action (``begin``: "started",
+    in this boot's run directory and in the state directory) and its result
+    at the end (``record``).  report-ready reads both to tell a step that
+    finished from one that crashed, was killed or could not record."""
 
     def __init__(self, paths, vm_id):
         self.paths = paths
         self.vm_id = vm_id
-        boot_id = read_text(paths("/proc/sys/kernel/random/boot_id"), 64)
+        try:
+            boot_id = read_text(paths("/proc/sys/kernel/random/boot_id"), 4096)
+        except OSError:
+            boot_id = None
         self.boot_id = boot_id.strip() if boot_id else None
+        self.problem = None  # why this step's records could not be written
+
+    def _read(self, path, what):
+        try:
+            return read_record(path)
+        except OSError as exc:
+            from azure_firstboot import log
+
+            log.warning("cannot read %s: %s" % (what, describe(exc)))
+            return None
 
     def provisioned(self):
-        """The marker, if it belongs to this VM; else None."""
-        marker = read_record(self.paths.state("provisioned"))
+        """The marker, if it belongs to this VM; else None (also when it
+        cannot be read: a warning says why, and provisioning runs again)."""
+        marker = self._read(self.paths.state("provisioned"), "the marker")
         if marker and marker.get("vm_id") == self.vm_id:
             return marker
         return None
 
     def mark_provisioned(self, incarnation):
         write_record(self.paths.state("provisioned"),
-                   {"vm_id": self.vm_id, "incarnation": incarnation, "time": now_iso()})
+                     {"vm_id": self.vm_id, "incarnation": incarnation, "time": now_iso()})
+
+    def begin(self, step):
+        """The step's first action: record that it started in this boot.
+        Raises OSError (after recording the failure where it can) when the
+        records cannot be written, except for report-ready, which keeps the
+        problem in ``self.problem`` to report it to the WireServer."""
+        entry = {"vm_id": self.vm_id, "boot_id": self.boot_id, "step": step,
+                 "result": "started", "pid": os.getpid(), "time": now_iso()}
+        try:
+            write_record(self.paths.run(step + ".boot"), entry, durable=False)
+            write_record(self.paths.state(step + ".result"), entry, durable=False)
+        except OSError as exc:
+            self.problem = "cannot write its records: %s" % describe(exc)
+            if step == READY_STEP:
+                return
+            self._fallback(step, dict(entry, result="failed", reason=self.problem))
+            raise _problem(exc.errno or errno.EIO, self.problem, None)
+
+    def _fallback(self, step, entry):
+        """Best effort: write a failure wherever it can still be written."""
+        for path in (self.paths.run(step + ".boot"), self.paths.state(step + ".result")):
+            try:
+                write_record(path, entry, durable=False)
+            except OSError:
+                pass
 
     def record(self, step, result, **details):
-        """Record a step's outcome: result is 'ok', 'failed' or 'skipped'."""
+        """Record a step's outcome: result is 'ok', 'failed' or 'skipped'.
+        When it cannot be written, the step counts as failed: the failure is
+        recorded wherever possible and OSError is raised."""
         entry = {"vm_id": self.vm_id, "boot_id": self.boot_id, "step": step, "result": result,
                  "time": now_iso()}
         entry.update(details)
-        write_record(self.paths.state(step + ".result"), entry)
+        try:
+            write_record(self.paths.state(step + ".result"), entry)
+            write_record(self.paths.run(step + ".boot"), entry, durable=False)
+        except OSError as exc:
+            problem = "could not record its result (%s): %s" % (result, describe(exc))
+            reason = entry.get("reason")
+            self._fallback(step, dict(entry, result="failed",
+                                      reason="%s; %s" % (reason, problem) if reason else problem))
+            raise _problem(exc.errno or errno.EIO, problem, None)
         return entry
 
     def result(self, step, this_boot=False):
         """The last recorded outcome of ``step`` for this VM (and, with
         ``this_boot``, recorded during the current boot), or None."""
-        entry = read_record(self.paths.state(step + ".result"))
+        entry = self._read(self.paths.state(step + ".result"), "the %s result" % step)
         if not entry or entry.get("vm_id") != self.vm_id:
             return None
         if this_boot and entry.get("boot_id") != self.boot_id:
             return None
         return entry
 
+    def boot_record(self, step):
+        """This boot's record of ``step`` (run directory), or None."""
+        entry = self._read(self.paths.run(step + ".boot"), "the %s record of this boot" % step)
+        if not entry or entry.get("vm_id") != self.vm_id or entry.get("boot_id") != self.boot_id:
+            return None
+        return entry
+
+    def outcome(self, step):
+        """What ``step`` did in this boot: None when it did not start, else
+        its record, whose result is 'ok', 'skipped', 'failed' (with a
+        reason) or 'started' (it has not finished: crashed or killed, or
+        still running)."""
+        run = self.boot_record(step)
+        saved = self.result(step, this_boot=True)
+        if run is None:
+            return saved
+        if run.get("result") == "started" and saved and saved.get("result") == "failed":
+            return saved  # the step could write only to the state directory
+        return run
+
+    def latest(self, step):
+        """For people (status): this boot's record when there is one, else
+        the last recorded result."""
+        return self.boot_record(step) or self.result(step)
+
     def set_boot_flag(self, name, text):
-        write_atomic(self.paths.run(name), text + "\n")
+        write_atomic(self.paths.run(name), text + "\n", durable=False)
 
     def boot_flag(self, name):
-        text = read_text(self.paths.run(name))
+        try:
+            text = read_text(self.paths.run(name))
+        except OSError:
+            return None
         return text.strip() if text is not None else None

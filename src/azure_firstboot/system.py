@@ -9,7 +9,7 @@ with values that passed validation.
 import os
 
 from azure_firstboot import log, protocol
-from azure_firstboot.state import read_text, write_atomic
+from azure_firstboot.state import describe, read_bytes, read_text, write_atomic
 
 DMI = "/sys/class/dmi/id/"
 
@@ -25,10 +25,18 @@ class Identity(object):
 
 
 def read_identity(paths):
-    tag = (read_text(paths(DMI + "chassis_asset_tag"), 256) or "").strip()
-    raw = read_text(paths(DMI + "product_uuid"), 256)
+    try:
+        tag = (read_text(paths(DMI + "chassis_asset_tag"), 4096) or "").strip()
+    except OSError:
+        tag = ""
+    try:
+        raw = read_text(paths(DMI + "product_uuid"), 4096)
+    except OSError as exc:
+        raw, problem = None, "cannot read %s" % describe(exc)
+    else:
+        problem = "cannot read %s (not root?)" % paths(DMI + "product_uuid")
     if raw is None:
-        vm_id, problem = None, "cannot read %s (not root?)" % paths(DMI + "product_uuid")
+        vm_id = None
     else:
         vm_id = protocol.normalize_vm_id(raw)
         problem = None if vm_id else "%s does not hold a UUID: %r" % (
@@ -67,18 +75,56 @@ def run(argv, timeout=30):
 
 # ----------------------------------------------------------------- hostname
 
-def hosts_with_name(text, name):
-    """/etc/hosts text -> text whose Debian-style 127.0.1.1 line names
-    ``name``; None when there is no such line (then the file is left alone)."""
-    lines = text.splitlines(True)
+HOSTS_LIMIT = 1024 * 1024
+DHCLIENT_CONF_LIMIT = 1024 * 1024
+_OWNED_HOSTS_BYTES = frozenset(range(0x20, 0x7f)) | {0x09}
+
+
+def hosts_with_name(data, name):
+    """/etc/hosts content -> content whose Debian-style 127.0.1.1 line names
+    ``name``; None when there is no such line (then the file is left alone).
+
+    Works on bytes (str in, str out is accepted too).  Only ``\n`` separates
+    lines.  The lines this owns are those whose first field is 127.0.1.1 and
+    which hold nothing but printable ASCII, spaces and tabs (a CRLF ending is
+    kept); such a line is replaced, every other byte is kept.  A 127.0.1.1
+    line with other bytes (``\r``, ``\f``, ``\v``, ``\x1c``, NEL, U+2028, non-ASCII
+    names...) is not ours to rewrite: other readers may see two lines there."""
+    if isinstance(data, str):
+        out = hosts_with_name(data.encode("utf-8", "surrogateescape"), name)
+        return None if out is None else out.decode("utf-8", "surrogateescape")
+    owned = name.encode("ascii")
+    lines = data.split(b"\n")
     changed = False
     for i, line in enumerate(lines):
-        fields = line.split("#", 1)[0].split()
-        if fields and fields[0] == "127.0.1.1":
-            newline = "\n" if line.endswith("\n") else ""
-            lines[i] = "127.0.1.1\t%s%s" % (name, newline)
+        body, cr = (line[:-1], b"\r") if line.endswith(b"\r") else (line, b"")
+        if not set(body) <= _OWNED_HOSTS_BYTES:
+            continue
+        fields = body.split(b"#", 1)[0].split()
+        if fields and fields[0] == b"127.0.1.1":
+            lines[i] = b"127.0.1.1\t" + owned + cr
             changed = True
-    return "".join(lines) if changed else None
+    return b"\n".join(lines) if changed else None
+
+
+def update_hosts(paths, name):
+    """Point /etc/hosts' 127.0.1.1 line at ``name``.  Returns what was done
+    (for the log), or None when nothing changed.  A file that is too large or
+    not a regular file is left alone with a warning: it is not worth failing
+    the step for."""
+    path = paths("/etc/hosts")
+    try:
+        data = read_bytes(path, HOSTS_LIMIT)
+    except OSError as exc:
+        log.warning("/etc/hosts left alone: %s" % describe(exc))
+        return None
+    if data is None:
+        return None
+    updated = hosts_with_name(data, name)
+    if updated is None or updated == data:
+        return None
+    write_atomic(path, updated)
+    return "/etc/hosts 127.0.1.1"
 
 
 def _systemd_running(paths):
@@ -102,12 +148,9 @@ def set_hostname(paths, name):
 
             _socket.sethostname(name)
             how += " + sethostname"
-    hosts = read_text(paths("/etc/hosts"), 1024 * 1024)
-    if hosts is not None:
-        updated = hosts_with_name(hosts, name)
-        if updated is not None and updated != hosts:
-            write_atomic(paths("/etc/hosts"), updated)
-            how += ", /etc/hosts 127.0.1.1"
+    hosts = update_hosts(paths, name)
+    if hosts:
+        how += ", " + hosts
     return how
 
 
@@ -116,7 +159,46 @@ def current_hostname(paths):
         import _socket
 
         return _socket.gethostname()
-    return (read_text(paths("/etc/hostname")) or "").strip()
+    try:
+        return (read_text(paths("/etc/hostname"), 4096) or "").strip()
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------ systemd
+
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/run/systemd/generator",
+             "/run/systemd/generator.early", "/run/systemd/generator.late",
+             "/usr/lib/systemd/system", "/lib/systemd/system")
+
+
+def unit_masked(paths, unit):
+    for directory in ("/etc/systemd/system", "/run/systemd/system"):
+        path = os.path.join(paths(directory), unit)
+        try:
+            if os.path.islink(path):
+                if os.readlink(path) == "/dev/null":
+                    return True
+            elif os.stat(path).st_size == 0:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def unit_enabled(paths, unit):
+    """True when ``unit`` is pulled in at boot: a ``*.wants/`` or
+    ``*.requires/`` entry names it in a systemd unit directory (under the
+    root), and it is not masked (a link to /dev/null or an empty file)."""
+    if unit_masked(paths, unit):
+        return False
+    for directory in UNIT_DIRS:
+        base = paths(directory)
+        for entry in _listdir(base):
+            if entry.endswith((".wants", ".requires")):
+                if os.path.lexists(os.path.join(paths(directory + "/" + entry), unit)):
+                    return True
+    return False
 
 
 # --------------------------------------------------------------- DHCP client
@@ -132,16 +214,35 @@ def _listdir(path):
         return []
 
 
-def lease_endpoint(paths, now):
-    """Option 245 from the DHCP leases on disk (networkd first), or None."""
+NETWORKD_LEASE_LIMIT = 65536
+DHCLIENT_LEASE_LIMIT = 1024 * 1024
+
+
+def _lease_text(path, limit):
+    try:
+        return read_text(path, limit) or ""
+    except OSError as exc:
+        log.warning("lease file ignored: %s" % describe(exc))
+        return ""
+
+
+def lease_endpoint(paths, now, deadline=None):
+    """Option 245 from the DHCP leases on disk (networkd first), or None.
+    Reads only regular files under the root, each bounded in size, and
+    stops when ``deadline`` (anything with ``remaining()``) has passed."""
     for name in _listdir(paths(NETWORKD_LEASES)):
-        address = protocol.networkd_option_245(read_text(paths(NETWORKD_LEASES + "/" + name)) or "")
+        if deadline is not None and deadline.remaining() <= 0:
+            return None
+        address = protocol.networkd_option_245(
+            _lease_text(paths(NETWORKD_LEASES + "/" + name), NETWORKD_LEASE_LIMIT))
         if address:
             return address
     for directory in DHCLIENT_LEASE_DIRS:
         for name in _listdir(paths(directory)):
             if ".lease" in name:
-                text = read_text(paths(directory + "/" + name), 1024 * 1024) or ""
+                if deadline is not None and deadline.remaining() <= 0:
+                    return None
+                text = _lease_text(paths(directory + "/" + name), DHCLIENT_LEASE_LIMIT)
                 address = protocol.dhclient_option_245(text, now)
                 if address:
                     return address
@@ -155,12 +256,41 @@ def any_lease(paths):
     return any(".lease" in name for d in DHCLIENT_LEASE_DIRS for name in _listdir(paths(d)))
 
 
-def dhclient_conf_sends_hostname(text):
-    for line in text.splitlines():
+def dhclient_conf_sends_hostname(data):
+    """True when dhclient.conf content (bytes or str) has a ``send host-name``
+    statement outside comments; only ``\n`` separates lines."""
+    if isinstance(data, bytes):
+        data = data.decode("latin-1")
+    for line in data.split("\n"):
         words = line.split("#", 1)[0].split()
         if words[:2] == ["send", "host-name"]:
             return True
     return False
+
+
+def dhclient_conf_with_hostname(data):
+    """dhclient.conf bytes -> the same bytes plus our one ``send host-name``
+    line (after a newline when the file lacks a final one); None when it
+    already sends the host name."""
+    if dhclient_conf_sends_hostname(data):
+        return None
+    sep = b"\n" if data and not data.endswith(b"\n") else b""
+    return data + sep + b"send host-name = gethostname();\n"
+
+
+def ensure_dhclient_sends_hostname(paths):
+    """Make dhclient.conf send the host name; keeps every byte of the file.
+    A file that is too large or not a regular file is left alone with a
+    warning."""
+    path = paths("/etc/dhcp/dhclient.conf")
+    try:
+        data = read_bytes(path, DHCLIENT_CONF_LIMIT) or b""
+    except OSError as exc:
+        log.warning("dhclient.conf left alone: %s" % describe(exc))
+        return
+    updated = dhclient_conf_with_hostname(data)
+    if updated is not None:
+        write_atomic(path, updated)
 
 
 def publish_hostname(paths):
@@ -187,11 +317,7 @@ def publish_hostname(paths):
         return "NetworkManager reapply of " + (", ".join(results) or "no device")
     pids = [n for n in _listdir("/run") if n.startswith("dhclient.") and n.endswith(".pid")]
     if pids and _which("dhclient"):
-        conf = "/etc/dhcp/dhclient.conf"
-        text = read_text(conf) or ""
-        if not dhclient_conf_sends_hostname(text):
-            write_atomic(conf, text + ("" if text.endswith("\n") or not text else "\n")
-                         + "send host-name = gethostname();\n")
+        ensure_dhclient_sends_hostname(paths)
         results = []
         for pid in pids:
             iface = pid[len("dhclient."):-len(".pid")]
