@@ -16,6 +16,8 @@ from azure_firstboot.state import REQUIRED_BEFORE_READY, describe
 STEP = "report-ready"
 OK = (200, 201, 202)
 GOAL_STATE_TRIES = 6
+# every 4xx/5xx is retried; 400 and 410 go back to report() for a fresh goal state
+HEALTH_RETRY = transport.ERROR_STATUSES - frozenset((400, 410))
 
 
 def _headers():
@@ -24,17 +26,25 @@ def _headers():
 
 
 def fetch_goal_state(host, port, deadline):
-    """The current goal state with a RoleInstance; refetches (0.5 s apart)
-    when one is missing or unusable, up to GOAL_STATE_TRIES times."""
+    """The current goal state with a RoleInstance.  Every 4xx/5xx is retried
+    by the transport until the deadline (backoff, Retry-After, jitter, at
+    least transport.MIN_INTERVAL apart); a document that is unusable or has
+    no RoleInstance is fetched again (spaced the same way), up to
+    GOAL_STATE_TRIES times."""
     problem = None
     for attempt in range(1, GOAL_STATE_TRIES + 1):
         if attempt > 1:
             log.info("goal state: %s; fetching again (%d/%d)" % (problem, attempt, GOAL_STATE_TRIES))
-            if deadline.remaining() <= 0.5:
-                break
-            time.sleep(0.5)
-        response = transport.call(host, port, "GET", protocol.GOAL_STATE_PATH, "goal state",
-                                  deadline, headers=_headers())
+            transport.note_failure(host, port)
+        try:
+            response = transport.call(host, port, "GET", protocol.GOAL_STATE_PATH, "goal state",
+                                      deadline, headers=_headers(),
+                                      retry_statuses=transport.ERROR_STATUSES)
+        except transport.DeadlineExceeded as exc:
+            if problem is None or exc.last:
+                raise
+            raise transport.DeadlineExceeded("goal state: %s; no time left to fetch it again" % problem,
+                                             problem)
         if response.status != 200:
             problem = "HTTP %d %s" % (response.status, response.reason)
             continue
@@ -52,23 +62,40 @@ def fetch_goal_state(host, port, deadline):
 
 def report(host, port, deadline, failure):
     """Post the health report until the WireServer accepts it; returns the
-    goal state it was built from."""
+    goal state it was built from.
+
+    Every 4xx/5xx answer is retried until the deadline.  400 (WALinuxAgent
+    reads 400 InvalidContainerConfiguration as a stale goal state) and 410
+    Gone (the goal state changed under us) fetch a fresh goal state and post
+    a report rebuilt from it; the transport keeps these rounds at least
+    transport.MIN_INTERVAL apart per request, and when the deadline ends
+    them the error names the last answer."""
+    began = time.monotonic()
+    rounds = 0
+    last = None
     while True:
-        goal_state = fetch_goal_state(host, port, deadline)
+        try:
+            goal_state = fetch_goal_state(host, port, deadline)
+        except transport.DeadlineExceeded as exc:
+            if last is None or exc.last:
+                raise
+            raise transport.DeadlineExceeded("health report: gave up after %d reports in %.0f s; last answer %s" % (
+                rounds, time.monotonic() - began, last), last)
         body = protocol.health_document(goal_state, failure)
         response = transport.call(
             host, port, "POST", protocol.HEALTH_PATH, "health report", deadline,
-            headers=_headers() + [("Content-Type", "text/xml;charset=utf-8")], body=body)
+            headers=_headers() + [("Content-Type", "text/xml;charset=utf-8")], body=body,
+            retry_statuses=HEALTH_RETRY)
+        rounds += 1
         if response.status in OK:
             return goal_state
         detail = protocol.parse_error_body(response.body)
-        if response.status == 410:
-            log.info("health report for incarnation %s is stale (HTTP 410%s); "
-                     "fetching a fresh goal state" % (goal_state.incarnation,
-                                                     ": " + detail if detail else ""))
+        last = "HTTP %d %s%s" % (response.status, response.reason, " (%s)" % detail if detail else "")
+        if response.status in (400, 410):
+            log.info("health report for incarnation %s %s (%s); fetching a fresh goal state" % (
+                goal_state.incarnation, "is stale" if response.status == 410 else "refused", last))
             continue
-        raise protocol.ProtocolError("WireServer refused the health report: HTTP %d %s%s" % (
-            response.status, response.reason, " (%s)" % detail if detail else ""))
+        raise protocol.ProtocolError("WireServer refused the health report: %s" % last)
 
 
 def unit_name(step):

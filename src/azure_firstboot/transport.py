@@ -21,6 +21,12 @@ MAX_BODY = 1024 * 1024
 MAX_HEADER = 64 * 1024
 USER_AGENT = "azure-firstboot/" + __version__
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+# every client and server error: what the WireServer calls are retried on (issue 11)
+ERROR_STATUSES = frozenset(range(400, 600))
+# The least time between two requests to an endpoint once it has failed:
+# WALinuxAgent waits a flat 1 s once throttled, cloud-init 1 s between tries.
+MIN_INTERVAL = 1.0
+RETRY_AFTER_MAX = 120
 
 
 class TransportError(Exception):
@@ -32,7 +38,12 @@ class BodyTooLarge(TransportError):
 
 
 class DeadlineExceeded(Exception):
-    """Retries ran out of time; the message says what was tried last."""
+    """Retries ran out of time; the message says what was tried last.
+    ``last`` is the last answer or error seen (None: nothing was tried)."""
+
+    def __init__(self, message, last=None):
+        Exception.__init__(self, message)
+        self.last = last
 
 
 class Deadline(object):
@@ -73,49 +84,174 @@ def connect(host, port, timeout):
     raise error or OSError("no address for %s" % host)
 
 
-def _recv(sock, end):
-    left = end - time.monotonic()
-    if left <= 0:
-        raise TransportError("timed out waiting for the response")
-    sock.settimeout(left)
-    try:
-        return sock.recv(65536)
-    except _socket.timeout:
-        raise TransportError("timed out waiting for the response")
+# ------------------------------------------------------------ numbers
+
+_DIGITS = frozenset(b"0123456789")
+_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
-def _read_exact(sock, buf, size, end):
-    while len(buf) < size:
-        chunk = _recv(sock, end)
+def parse_number(text, what, digits=10, base=10):
+    """The one number parser for the wire: ``text`` (bytes or str) must be
+    1..``digits`` ASCII digits (hex digits with ``base=16``), nothing else:
+    no sign, no '_', no spaces, no '²'.  -> int; TransportError otherwise."""
+    raw = text.encode("latin-1", "replace") if isinstance(text, str) else bytes(text)
+    allowed = _HEXDIGITS if base == 16 else _DIGITS
+    if not 0 < len(raw) <= digits or not set(raw) <= allowed:
+        raise TransportError("malformed %s %s" % (what, _shown(raw)))
+    return int(raw, base)
+
+
+def _shown(raw, limit=20):
+    """bytes -> a short printable quotation for messages."""
+    text = "".join(chr(b) if 32 <= b < 127 and b not in (0x27, 0x5C) else "\\x%02x" % b
+                   for b in bytearray(raw[:limit]))
+    return "'%s'%s" % (text, "..." if len(raw) > limit else "")
+
+
+# ------------------------------------------------------- response head
+
+MAX_INTERIM = 8
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def parse_head(head):
+    """One response head (bytes, without the blank line) -> (status, reason,
+    {lower-case name: value}).  Pure; TransportError for anything that is not
+    ``HTTP/1.0|1.1 SP 3DIGIT [SP reason]`` followed by ``name: value`` lines.
+
+    The status is three ASCII digits, 100-599; the reason is kept printable
+    ASCII ('?' for anything else), at most 80 characters.  A header repeated
+    with different values is refused for Content-Length and Transfer-Encoding
+    (the framing must be unambiguous); otherwise the last one wins."""
+    lines = bytes(head).split(b"\r\n")
+    status_line = lines[0]
+    version, _, rest = status_line.partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in (b"HTTP/1.0", b"HTTP/1.1") or len(code) != 3 or not set(code) <= _DIGITS:
+        raise TransportError("malformed status line %s" % _shown(status_line, 60))
+    status = int(code)
+    if not 100 <= status <= 599:
+        raise TransportError("malformed status line %s" % _shown(status_line, 60))
+    reason = "".join(chr(b) if 32 <= b < 127 else "?" for b in bytearray(reason[:80])).strip()
+    fields = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or not set(name) <= _TOKEN:
+            raise TransportError("malformed header line %s" % _shown(line, 40))
+        name = name.decode("ascii").lower()
+        value = value.strip(b" \t").decode("latin-1")
+        if name in ("content-length", "transfer-encoding") and fields.get(name, value) != value:
+            raise TransportError("conflicting %s headers" % name)
+        fields[name] = value
+    return status, reason, fields
+
+
+# ------------------------------------------------------- response body
+
+class _Buffer(object):
+    """Bytes from ``recv()`` (b'' at end of stream) with a read position;
+    at most ``cap`` bytes are ever accepted from the peer."""
+
+    def __init__(self, recv, cap):
+        self.recv = recv
+        self.cap = cap
+        self.total = 0
+        self.data = bytearray()
+        self.pos = 0
+
+    def fill(self):
+        chunk = self.recv()
         if not chunk:
-            raise TransportError("connection closed after %d of %d body bytes" % (len(buf), size))
-        buf += chunk
-    return buf
+            return False
+        self.total += len(chunk)
+        if self.total > self.cap:
+            raise BodyTooLarge("response larger than %d bytes" % self.cap)
+        if self.pos > 65536:                       # keep memory bounded, copies amortized
+            del self.data[:self.pos]
+            self.pos = 0
+        self.data += chunk
+        return True
+
+    def until(self, sep, limit, too_long, closed):
+        """The bytes up to ``sep`` (excluded, at most ``limit``); moves past it."""
+        scanned = 0
+        while True:
+            i = self.data.find(sep, self.pos + scanned)
+            if i >= 0 and i - self.pos <= limit:
+                line = bytes(self.data[self.pos:i])
+                self.pos = i + len(sep)
+                return line
+            if len(self.data) - self.pos > limit + len(sep):
+                raise TransportError(too_long)
+            scanned = max(0, len(self.data) - self.pos - len(sep) + 1)
+            if not self.fill():
+                raise TransportError(closed)
+
+    def take(self, size, closed):
+        while len(self.data) - self.pos < size:
+            if not self.fill():
+                have = len(self.data) - self.pos
+                raise TransportError(closed % have if "%d" in closed else closed)
+        data = bytes(self.data[self.pos:self.pos + size])
+        self.pos += size
+        return data
 
 
-def _dechunk(sock, buf, end, max_body):
+def _dechunk(buf, max_body):
     body = bytearray()
     while True:
-        while b"\r\n" not in buf:
-            if len(buf) > 1024:
-                raise TransportError("malformed chunked body")
-            chunk = _recv(sock, end)
-            if not chunk:
-                raise TransportError("connection closed inside a chunked body")
-            buf += chunk
-        line, _, buf = bytes(buf).partition(b"\r\n")
-        buf = bytearray(buf)
-        try:
-            size = int(line.split(b";")[0].strip() or b"x", 16)
-        except ValueError:
-            raise TransportError("malformed chunk size %r" % line[:20])
+        line = buf.until(b"\r\n", 256, "malformed chunked body (chunk-size line too long)",
+                         "connection closed inside a chunked body")
+        size = parse_number(line.split(b";", 1)[0].strip(b" \t"), "chunk size", 8, 16)
         if size == 0:
             return bytes(body)
         if len(body) + size > max_body:
             raise BodyTooLarge("response body larger than %d bytes" % max_body)
-        buf = _read_exact(sock, buf, size + 2, end)
-        body += buf[:size]
-        buf = buf[size + 2:]
+        body += buf.take(size, "connection closed inside a chunk (%d bytes of it received)")
+        if buf.take(2, "connection closed inside a chunked body") != b"\r\n":
+            raise TransportError("malformed chunked body (no CRLF after a chunk)")
+
+
+def read_response(recv, max_body=MAX_BODY):
+    """Read one response through ``recv()`` (bytes per call, b'' at end of
+    stream) -> Response.  Pure apart from ``recv``, so it is tested without
+    sockets.  Interim 1xx responses (100 Continue, 102, 103) are skipped, at
+    most MAX_INTERIM of them; 101 Switching Protocols is an error (nothing
+    here asks to switch).  The body is framed by chunked encoding, else a
+    strict Content-Length, else the end of the stream; 204 and 304 have none.
+    TransportError (BodyTooLarge over ``max_body``) otherwise."""
+    buf = _Buffer(recv, MAX_HEADER * (MAX_INTERIM + 1) + 2 * max_body + 65536)
+    for _ in range(MAX_INTERIM + 1):
+        if not buf.data and not buf.fill():
+            raise TransportError("connection closed without a response")
+        head = buf.until(b"\r\n\r\n", MAX_HEADER, "response header larger than %d bytes" % MAX_HEADER,
+                         "connection closed before a complete response")
+        status, reason, fields = parse_head(head)
+        if status == 101:
+            raise TransportError("unexpected HTTP 101 %s" % reason)
+        if status >= 200:
+            break
+    else:
+        raise TransportError("more than %d interim (1xx) responses" % MAX_INTERIM)
+    coding = fields.get("transfer-encoding")
+    if status in (204, 304):
+        payload = b""
+    elif coding is not None:
+        if coding.lower() != "chunked":
+            raise TransportError("unsupported Transfer-Encoding %s" % _shown(coding.encode("latin-1")))
+        payload = _dechunk(buf, max_body)
+    elif "content-length" in fields:
+        size = parse_number(fields["content-length"], "Content-Length", 18)
+        if size > max_body:
+            raise BodyTooLarge("response body of %d bytes is larger than %d" % (size, max_body))
+        payload = buf.take(size, "connection closed after %%d of %d body bytes" % size)
+    else:
+        while len(buf.data) - buf.pos <= max_body and buf.fill():
+            pass
+        if len(buf.data) - buf.pos > max_body:
+            raise BodyTooLarge("response body larger than %d bytes" % max_body)
+        payload = bytes(buf.data[buf.pos:])
+    return Response(status, reason, fields, payload)
 
 
 def request(host, port, method, path, headers=(), body=b"", timeout=10.0, max_body=MAX_BODY):
@@ -134,49 +270,20 @@ def request(host, port, method, path, headers=(), body=b"", timeout=10.0, max_bo
         raise TransportError("timed out connecting to %s:%d" % (host, port))
     except OSError as exc:
         raise TransportError("cannot connect to %s:%d: %s" % (host, port, exc.strerror or exc))
+
+    def recv():
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TransportError("timed out waiting for the response")
+        sock.settimeout(left)
+        try:
+            return sock.recv(65536)
+        except _socket.timeout:
+            raise TransportError("timed out waiting for the response")
+
     try:
         sock.sendall(data)
-        buf = bytearray()
-        while b"\r\n\r\n" not in buf:
-            if len(buf) > MAX_HEADER:
-                raise TransportError("response header larger than %d bytes" % MAX_HEADER)
-            chunk = _recv(sock, end)
-            if not chunk:
-                raise TransportError("connection closed before a complete response"
-                                     if buf else "connection closed without a response")
-            buf += chunk
-        head, _, rest = bytes(buf).partition(b"\r\n\r\n")
-        status_line, _, header_block = head.decode("latin-1").partition("\r\n")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise TransportError("malformed status line %r" % status_line[:60])
-        status, reason = int(parts[1]), parts[2] if len(parts) > 2 else ""
-        fields = {}
-        for line in header_block.split("\r\n"):
-            name, sep, value = line.partition(":")
-            if sep:
-                fields[name.strip().lower()] = value.strip()
-        rest = bytearray(rest)
-        if fields.get("transfer-encoding", "").lower() == "chunked":
-            payload = _dechunk(sock, rest, end, max_body)
-        elif "content-length" in fields:
-            try:
-                size = int(fields["content-length"])
-            except ValueError:
-                raise TransportError("malformed Content-Length %r" % fields["content-length"][:20])
-            if size > max_body:
-                raise BodyTooLarge("response body of %d bytes is larger than %d" % (size, max_body))
-            payload = bytes(_read_exact(sock, rest, size, end)[:size])
-        else:
-            while True:
-                if len(rest) > max_body:
-                    raise BodyTooLarge("response body larger than %d bytes" % max_body)
-                chunk = _recv(sock, end)
-                if not chunk:
-                    break
-                rest += chunk
-            payload = bytes(rest)
-        return Response(status, reason, fields, payload)
+        return read_response(recv, max_body)
     except OSError as exc:
         if isinstance(exc, _socket.timeout):
             raise TransportError("timed out talking to %s:%d" % (host, port))
@@ -185,58 +292,105 @@ def request(host, port, method, path, headers=(), body=b"", timeout=10.0, max_bo
         sock.close()
 
 
+# ------------------------------------------------------------- retries
+
 def _jitter():
     return int.from_bytes(os.urandom(2), "big") / 65535.0
 
 
-def _retry_after(headers):
-    value = headers.get("retry-after", "")
-    if value.isdigit():
-        return min(float(value), 120.0)
-    return None
+def retry_after(headers):
+    """Retry-After in seconds (at most RETRY_AFTER_MAX), or None when absent
+    or not plain ASCII digits (an HTTP-date, '²', '-1': all ignored)."""
+    try:
+        return min(parse_number(headers.get("retry-after", ""), "Retry-After", 10), RETRY_AFTER_MAX)
+    except TransportError:
+        return None
+
+
+# (host, port) -> monotonic start of the last request, for every endpoint
+# that has failed once in this process: from then on its requests are spaced
+_spaced = {}
+
+
+def _plural(n, word):
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
 
 
 def call(host, port, method, path, what, deadline, headers=(), body=b"",
-         retry_statuses=RETRY_STATUSES, request_timeout=15.0, min_interval=0.0,
+         retry_statuses=RETRY_STATUSES, request_timeout=15.0, min_interval=MIN_INTERVAL,
          first_delay=0.3, max_delay=5.0, sleep=time.sleep):
     """Send a request until it yields a status outside ``retry_statuses``.
 
     Connection errors, timeouts and the retry statuses are retried with
     exponential backoff (``first_delay`` doubling up to ``max_delay``, with
-    jitter between 50 and 100 %), or after Retry-After when the server says
-    so, as long as ``deadline`` allows.  An oversized response is not retried
-    (TransportError).  ``min_interval`` spaces request
-    starts (IMDS allows 5 requests a second).  Returns the final Response;
-    raises DeadlineExceeded when time runs out.
+    jitter between 50 and 100 %), or after Retry-After (plus up to 10 %
+    jitter) when the server says so, as long as ``deadline`` allows.  Once
+    an endpoint has failed (no answer, or any status >= 400, retried or
+    not), every later request to it in this process starts at least
+    ``min_interval`` after the previous one, whatever Retry-After says: a
+    server answering 503 + ``Retry-After: 0`` forever gets one request a
+    second, not thousands.  An oversized response is not retried
+    (TransportError).  Returns the final Response; raises DeadlineExceeded
+    naming the attempts, the time and the last answer when time runs out.
     """
+    key = (host, port)
     delay = first_delay
-    attempt = 0
+    made = 0
+    wait = 0.0
+    problem = None
+    began = time.monotonic()
+
+    def give_up():
+        if problem is None:
+            return DeadlineExceeded("%s: no time left for a request" % what)
+        return DeadlineExceeded("%s: gave up after %s in %.0f s; %s" % (
+            what, _plural(made, "attempt"), time.monotonic() - began, problem), problem)
+
     while True:
-        attempt += 1
-        started = time.monotonic()
+        if key in _spaced:
+            wait = max(wait, _spaced[key] + min_interval - time.monotonic())
+        if wait > 0:
+            if wait >= deadline.remaining():
+                raise give_up()
+            if problem is not None:
+                log.info("%s: %s; retrying in %.1f s" % (what, problem, wait))
+            sleep(wait)
         left = deadline.remaining()
         if left <= 0:
-            raise DeadlineExceeded("%s: no time left for attempt %d" % (what, attempt))
+            raise give_up()
+        started = time.monotonic()
+        if key in _spaced:
+            _spaced[key] = started
+        made += 1
         try:
             response = request(host, port, method, path, headers, body, min(request_timeout, left))
         except BodyTooLarge as exc:
+            _spaced[key] = started
             raise TransportError("%s: %s" % (what, exc))
         except TransportError as exc:
-            problem, wait = str(exc), None
+            problem, wait = "last error: %s" % exc, None
         else:
+            if response.status >= 400:
+                _spaced[key] = started
             if response.status not in retry_statuses:
-                if attempt > 1:
-                    log.info("%s: HTTP %d after %d attempts" % (what, response.status, attempt))
+                if made > 1:
+                    log.info("%s: HTTP %d after %s" % (what, response.status, _plural(made, "attempt")))
                 return response
-            problem, wait = "HTTP %d %s" % (response.status, response.reason), _retry_after(response.headers)
+            problem = "last answer HTTP %d %s" % (response.status, response.reason)
+            wait = retry_after(response.headers)
+            if wait is not None:
+                wait += wait * 0.1 * _jitter()
+        _spaced[key] = started
         if wait is None:
             wait = delay * (0.5 + 0.5 * _jitter())
             delay = min(delay * 2, max_delay)
-        wait = max(wait, min_interval - (time.monotonic() - started))
-        if wait >= deadline.remaining():
-            raise DeadlineExceeded("%s: gave up after %d attempts: %s" % (what, attempt, problem))
-        log.info("%s: %s; retrying in %.1f s" % (what, problem, wait))
-        sleep(wait)
+
+
+def note_failure(host, port):
+    """Tell the transport that an answer from host:port was unusable even
+    though its status was fine (e.g. a broken document): its later requests
+    are spaced like after any other failure."""
+    _spaced[(host, port)] = time.monotonic()
 
 
 def can_connect(host, port, timeout):
