@@ -377,7 +377,7 @@ def parse_json(data, what="JSON document", max_size=JSON_MAX_SIZE, max_depth=JSO
     try:
         return _json_parse(text, max_depth)
     except _JSONError as exc:
-        raise ProtocolError("%s is not JSON: %s" % (what, exc))
+        raise ProtocolError("%s is not valid JSON: %s" % (what, exc))
 
 
 def json_get(value, *keys):
