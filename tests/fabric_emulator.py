@@ -81,6 +81,11 @@ IMDS_API_VERSIONS = [
     "2025-04-07",
 ]
 
+# The public half of tests/vm/test_id_ed25519: a key pair made for the tests only
+# (its private key is in the repository; it must never let anyone into anything).
+TEST_PUBLIC_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEaZhwlR22lMmhve4dgEdglhWwsIr/x1/Yfe3rwf2W2a "
+                   "azure-firstboot-test-key (TEST ONLY, never trust it)")
+
 _WS_ERROR_CODES = {
     400: "BadRequest", 403: "Forbidden", 404: "ResourceNotFound", 405: "MethodNotAllowed",
     410: "ResourceNotAvailable", 429: "TooManyRequests", 500: "InternalError",
@@ -108,9 +113,13 @@ SCENARIO_KEYS = [
     ("subnet_prefix", "24", "str", "IMDS ipv4.subnet[0].prefix"),
     ("location", "westeurope", "str", "IMDS compute.location"),
     ("admin_username", "azureuser", "str", "IMDS compute.osProfile.adminUsername"),
-    ("disable_password_authentication", "true", "str", "IMDS osProfile.disablePasswordAuthentication"),
-    ("public_keys", ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFabricEmulatorTestKeyOnly000000000000 test"],
-     "strlist", "IMDS compute.publicKeys[].keyData"),
+    ("disable_password_authentication", "true", "str",
+     "IMDS osProfile.disablePasswordAuthentication (\"false\": password logins, the password is "
+     "on the provisioning medium; a JSON boolean via imds_override)"),
+    ("public_keys", [TEST_PUBLIC_KEY], "strlist",
+     "IMDS compute.publicKeys[].keyData (default: the test key pair tests/vm/test_id_ed25519)"),
+    ("public_key_paths", [], "strlist",
+     "IMDS compute.publicKeys[i].path, one per key; missing ones = /home/<admin_username>/.ssh/authorized_keys"),
     ("vm_size", "Standard_B2s", "str", "IMDS compute.vmSize"),
     ("subscription_id", "11111111-2222-3333-4444-555555555555", "str", "IMDS compute.subscriptionId"),
     ("resource_group", "myrg", "str", "IMDS compute.resourceGroupName"),
@@ -943,8 +952,9 @@ class Fabric(object):
             "platformUpdateDomain": "0",
             "priority": "",
             "provider": "Microsoft.Compute",
-            "publicKeys": [{"keyData": k, "path": "/home/%s/.ssh/authorized_keys" % s["admin_username"]}
-                           for k in s["public_keys"]],
+            "publicKeys": [{"keyData": k, "path": (s["public_key_paths"][i] if i < len(s["public_key_paths"])
+                                                   else "/home/%s/.ssh/authorized_keys" % s["admin_username"])}
+                           for i, k in enumerate(s["public_keys"])],
             "publisher": "",
             "resourceGroupName": s["resource_group"],
             "resourceId": rid + "/virtualMachines/" + s["name"].rsplit("_", 1)[-1],

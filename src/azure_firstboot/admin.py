@@ -40,7 +40,7 @@ def status(ctx, as_json):
             text = "not run for this VM"
         else:
             extra = entry.get("reason") or ", ".join(
-                "%s=%s" % (k, entry[k]) for k in ("endpoint", "hostname", "incarnation", "published")
+                "%s=%s" % (k, entry[k]) for k in ("endpoint", "hostname", "user", "keys", "incarnation", "published")
                 if entry.get(k))
             text = "%s at %s%s" % (entry.get("result"), entry.get("time"), ": " + extra if extra else "")
         lines.append("%-13s %s" % (step + ":", text))
@@ -112,7 +112,22 @@ def _entries(paths, directory, pattern):
     return [os.path.join(base, name) for name in sorted(names) if fnmatch.fnmatchcase(name, pattern)]
 
 
-def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force=True):
+def _created_accounts(paths):
+    """Accounts the user step created (its record), still carrying its comment:
+    [(name, home)]."""
+    from azure_firstboot import accounts
+
+    record = st.read_record(paths.state("user.accounts")) or {}
+    names = record.get("created", "").split()
+    found = []
+    for line in (st.read_text(paths("/etc/passwd"), 16 << 20) or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 7 and fields[0] in names and fields[4] == accounts.COMMENT:
+            found.append((fields[0], fields[5]))
+    return found
+
+
+def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force=True, user=False):
     """Remove this package's state and the selected parts of the machine's
     identity.  Unless ``force``, list what goes and ask first.
 
@@ -120,11 +135,20 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
     directory in the tree cannot lead the removal out of it; on the running
     host the directories are used as they are.  Either way an entry that is
     a symlink is removed itself, never followed, and a real subdirectory is
-    removed without following the symlinks inside it."""
+    removed without following the symlinks inside it.  ``user``: also the
+    admin user the user step created (userdel --remove), the sudoers file
+    and the sshd drop-in."""
     paths = ctx.paths
     for text in other_agents(paths):
         log.warning("deprovision: " + text)
     actions = []
+    if user:
+        from azure_firstboot import accounts
+
+        actions += [("userdel", name, home) for name, home in _created_accounts(paths)]
+        for path in (accounts.SUDOERS_FILE, accounts.SSHD_DROPIN):
+            if os.path.lexists(paths(path)):
+                actions.append(("remove", paths(path)))
     for directory in (st.STATE_DIR, st.RUN_DIR):
         actions += [("remove", p) for p in _entries(paths, directory, "*")]
     if machine_id:
@@ -145,14 +169,29 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
         log.info("nothing to remove")
         return 0
     if not dry_run and not force:
-        for verb, path in actions:
+        for verb, path, *_ in actions:
             log.info("will %s %s" % (verb, path))
         if not ask("Deprovision %s: remove these %d item(s)?" % (
                 "this machine" if paths.is_host else paths.root, len(actions))):
             log.error("deprovision: cancelled, nothing changed")
             return 1
     failed = 0
-    for verb, path in actions:
+    for verb, path, *home in actions:
+        if verb == "userdel":
+            if dry_run:
+                log.info("would remove the admin user %s and its home %s" % (path, home[0]))
+                continue
+            from azure_firstboot import system
+
+            root = [] if paths.is_host else ["--root", os.path.abspath(paths.root)]
+            ok, output = system.run(["userdel"] + root + ["--remove", path], timeout=60)
+            if not ok and os.path.lexists(paths(home[0])):
+                log.error("cannot remove the admin user %s: %s" % (path, output))
+                failed += 1
+                continue
+            log.info("removed the admin user %s and its home %s%s" % (
+                path, home[0], "" if ok else " (userdel: %s)" % output))
+            continue
         if dry_run:
             log.info("would %s %s" % (verb, path))
             continue

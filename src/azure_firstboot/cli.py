@@ -18,12 +18,14 @@ First-boot provisioning for Azure Linux images without walinuxagent or cloud-ini
 commands:
   network-wait   wait (bounded) until the WireServer accepts connections
   hostname       set the host name from IMDS osProfile.computerName, publish it via DHCP
+  user           create the admin user from IMDS osProfile.adminUsername, install its SSH keys
   report-ready   report Ready (or ProvisioningFailed) to the WireServer
   status         show what was done for this VM  [--json]
   deprovision    generalize before capturing an image: remove this agent's state, the
                  machine id, SSH host keys, host name and DHCP leases (name some of
                  --machine-id --ssh-host-keys --hostname --leases to remove only those)
-                 [--dry-run] [--all] [--force|-y]; asks on a terminal unless --force
+                 [--dry-run] [--all] [--force|-y]; asks on a terminal unless --force;
+                 --user (or --all) also removes the admin user the user step created
 
 options:
   --config FILE  configuration file (default %s; missing = defaults)
@@ -36,11 +38,11 @@ Each step acts once per VM (keyed on the SMBIOS VM id) and only on Azure.
 Exit status: 0 done or nothing to do, 1 the step failed, 2 usage or configuration error.
 """ % config.DEFAULT_PATH
 
-COMMANDS = ("network-wait", "hostname", "report-ready", "status", "deprovision")
+COMMANDS = ("network-wait", "hostname", "user", "report-ready", "status", "deprovision")
 COMMAND_FLAGS = {
     "status": ("--json",),
-    "deprovision": ("--dry-run", "--machine-id", "--ssh-host-keys", "--hostname", "--leases", "--all",
-                    "--force", "-y"),
+    "deprovision": ("--dry-run", "--machine-id", "--ssh-host-keys", "--hostname", "--leases", "--user",
+                    "--all", "--force", "-y"),
 }
 
 # deprovision's parts; none named = all of them
@@ -163,7 +165,7 @@ def main(argv=None):
         return 2
     ctx = Context(cfg, Paths(root))
     try:
-        if command in ("network-wait", "hostname", "report-ready"):
+        if command in ("network-wait", "hostname", "user", "report-ready"):
             # Before importing the unit: an already-provisioned boot stops
             # here, having loaded nothing that talks to the network.
             ctx.start(command)
@@ -171,6 +173,8 @@ def main(argv=None):
             from azure_firstboot import network_wait as unit
         elif command == "hostname":
             from azure_firstboot import hostname as unit
+        elif command == "user":
+            from azure_firstboot import user as unit
         elif command == "report-ready":
             from azure_firstboot import report_ready as unit
         else:
@@ -180,12 +184,15 @@ def main(argv=None):
                 return admin.status(ctx, "--json" in flags)
             # No selection (or --all): everything a generalized image must lose.
             chosen = [f for f in DEPROVISION_PARTS if f in flags]
-            if not chosen or "--all" in flags:
+            if not chosen and "--user" in flags and "--all" not in flags:
+                chosen = []  # --user alone: only the admin user
+            elif not chosen or "--all" in flags:
                 chosen = DEPROVISION_PARTS
             force = bool(flags & {"--force", "-y"}) or not _interactive()
             return admin.deprovision(
                 ctx, "--dry-run" in flags, "--machine-id" in chosen, "--ssh-host-keys" in chosen,
-                "--hostname" in chosen, "--leases" in chosen, force=force)
+                "--hostname" in chosen, "--leases" in chosen, force=force,
+                user="--user" in flags or "--all" in flags)
         return unit.run(ctx)
     except Done as done:
         return done.code

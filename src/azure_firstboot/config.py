@@ -39,6 +39,13 @@ def _wireserver(text):
     return "auto" if text.lower() == "auto" else _endpoint(text)
 
 
+def _groups(text):
+    from azure_firstboot.accounts import parse_groups
+
+    parse_groups(text)
+    return text
+
+
 # section -> key -> (converter, default)
 SCHEMA = {
     "wireserver": {
@@ -56,6 +63,11 @@ SCHEMA = {
     "hostname": {
         "enabled": (_bool, True),
         "publish": (_bool, True),
+    },
+    "user": {
+        "enabled": (_bool, True),
+        "groups": (_groups, ""),
+        "sudo": (_bool, True),
     },
 }
 

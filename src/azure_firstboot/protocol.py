@@ -33,7 +33,7 @@ def _refuse(*_args):
     raise ProtocolError("refusing XML with a DOCTYPE or entity declaration")
 
 
-def _collect(data, fields):
+def _collect(data, fields, strip=True):
     """Return {name: text} of the first element at each path in ``fields``.
 
     Uses expat directly (cheap to import, no tree built).  Namespace prefixes
@@ -59,7 +59,8 @@ def _collect(data, fields):
         key = tuple(stack)
         buf = current.pop()
         if buf is not None and fields[key] not in found:
-            found[fields[key]] = "".join(buf).strip()
+            value = "".join(buf)
+            found[fields[key]] = value.strip() if strip else value
         stack.pop()
 
     def text(chunk):
@@ -74,6 +75,10 @@ def _collect(data, fields):
     except expat.ExpatError as exc:
         raise ProtocolError("malformed XML: %s" % exc)
     return found
+
+
+# for other pure modules (accounts: ovf-env.xml)
+xml_fields = _collect
 
 
 class GoalState(object):

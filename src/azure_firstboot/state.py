@@ -28,10 +28,10 @@ import time
 
 STATE_DIR = "/var/lib/azure-firstboot"
 RUN_DIR = "/run/azure-firstboot"
-STEPS = ("network-wait", "hostname", "report-ready")
+STEPS = ("network-wait", "hostname", "user", "report-ready")
 # The steps that must have finished successfully in this boot before
 # report-ready may report Ready (when they are enabled; see report_ready.run).
-REQUIRED_BEFORE_READY = ("hostname",)
+REQUIRED_BEFORE_READY = ("hostname", "user")
 READY_STEP = "report-ready"
 
 RECORD_LIMIT = 65536

@@ -54,17 +54,22 @@ def _which(name):
     return None
 
 
-def run(argv, timeout=30):
-    """Run a command (argument list, no shell); return (ok, one-line output)."""
+which = _which  # for the units (user: visudo)
+
+
+def run(argv, timeout=30, stdin=None):
+    """Run a command (argument list, no shell); return (ok, one-line output).
+    ``stdin`` (bytes) is fed to its standard input: the way secrets travel,
+    never on a command line."""
     import subprocess
 
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as exc:
         return False, "%s: %s" % (argv[0], exc.strerror)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out, _ = proc.communicate(input=stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()

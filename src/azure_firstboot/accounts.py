@@ -1,0 +1,307 @@
+"""The admin user as pure functions: what IMDS and ovf-env.xml ask for, whether
+it is acceptable, and the text of every file the user step writes.
+
+Nothing here touches a file, a process or the network: callers pass text
+in (the parsed IMDS document, /etc/passwd, authorized_keys, ...) and get
+values or text out.  Every refusal is a one-line reason that names the bad
+value (shown with repr(), cut, so nothing in it reaches a terminal raw).
+"""
+
+from azure_firstboot import protocol
+
+USERNAME_MAX = 32
+KEY_LINE_MAX = 16384
+DEFAULT_UID_MIN = 1000
+DEFAULT_UID_MAX = 60000
+SUDOERS_FILE = "/etc/sudoers.d/azure-firstboot"
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+SSHD_DROPIN_DIR = "/etc/ssh/sshd_config.d"
+SSHD_DROPIN = SSHD_DROPIN_DIR + "/50-azure-firstboot.conf"
+COMMENT = "azure-firstboot admin user"
+# The password field of an account created without a password: "*" matches no
+# password, so password logins fail, but it is not the "!" of a *locked*
+# account.  sshd with "UsePAM no" refuses every login, keys included, to an
+# account whose password field starts with "!" (Debian's useradd default).
+NO_PASSWORD = "*"
+
+KEY_TYPES = frozenset((
+    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+))
+
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz_")
+_NAME_CHARS = _LOWER | frozenset("0123456789-")
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def shown(value, limit=60):
+    text = str(value)
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+class AdminSpec(object):
+    """What the VM was created with: user name, [(key line, path)], and
+    whether password logins are wanted (disablePasswordAuthentication false)."""
+
+    __slots__ = ("username", "keys", "password_auth")
+
+    def __init__(self, username, keys, password_auth):
+        self.username = username
+        self.keys = keys
+        self.password_auth = password_auth
+
+    def __repr__(self):
+        return "AdminSpec(%r, %d key(s), password_auth=%r)" % (
+            self.username, len(self.keys), self.password_auth)
+
+
+def _flag(value, what):
+    """'true'/'false' (any case) or a JSON boolean -> bool."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError("%s is neither true nor false: %s" % (what, shown(value)))
+
+
+def admin_from_imds(compute):
+    """The ``compute`` object of the parsed IMDS instance document (a dict)
+    -> AdminSpec with the raw values (validate them with the functions
+    below).  ValueError naming the field when the shape is wrong."""
+    if not isinstance(compute, dict):
+        raise ValueError("IMDS instance document has no compute object")
+    profile = compute.get("osProfile")
+    if not isinstance(profile, dict):
+        raise ValueError("IMDS compute.osProfile is missing")
+    name = profile.get("adminUsername")
+    if not isinstance(name, str) or not name:
+        raise ValueError("IMDS compute.osProfile.adminUsername is missing or empty")
+    disable = profile.get("disablePasswordAuthentication", True)
+    password_auth = not _flag(disable, "IMDS compute.osProfile.disablePasswordAuthentication")
+    entries = compute.get("publicKeys")
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise ValueError("IMDS compute.publicKeys is not a list")
+    keys = []
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("keyData"), str):
+            raise ValueError("IMDS compute.publicKeys[%d] has no keyData" % number)
+        path = entry.get("path")
+        if path in (None, ""):
+            path = default_key_path(name)
+        if not isinstance(path, str):
+            raise ValueError("IMDS compute.publicKeys[%d].path is not a string" % number)
+        keys.append((entry["keyData"], path))
+    return AdminSpec(name, keys, password_auth)
+
+
+def default_key_path(username, home=None):
+    return (home or "/home/" + username) + "/.ssh/authorized_keys"
+
+
+# ------------------------------------------------------------ validation
+
+def username_problem(name):
+    """None for a portable POSIX user name we may manage, else the reason."""
+    if not name or len(name) > USERNAME_MAX:
+        return "admin user name %s must have 1 to %d characters" % (shown(name), USERNAME_MAX)
+    if name[0] not in _LOWER or not set(name) <= _NAME_CHARS:
+        return ("admin user name %s is not a portable user name (a lower-case letter or '_', "
+                "then lower-case letters, digits, '_' and '-')" % shown(name))
+    if name == "root":
+        return "admin user name 'root' is refused"
+    return None
+
+
+def parse_key(text):
+    """One OpenSSH public key line -> the line normalized ("type base64
+    [comment]"); ValueError with the reason otherwise.  Trailing CR/LF are
+    stripped; key options and anything but one key are refused."""
+    line = text.strip(" \t\r\n")
+    if len(line) > KEY_LINE_MAX:
+        raise ValueError("SSH key is %d characters long (at most %d)" % (len(line), KEY_LINE_MAX))
+    if not line:
+        raise ValueError("SSH key is empty")
+    if any(c < " " and c != "\t" or c == "\x7f" for c in line):
+        raise ValueError("SSH key %s holds a line break or control character (one key per entry)"
+                         % shown(line))
+    parts = line.split(None, 2)
+    kind = parts[0]
+    if kind not in KEY_TYPES:
+        if "=" in kind or '"' in kind or "," in kind:
+            raise ValueError("SSH key %s carries key options; only a plain key is accepted" % shown(line))
+        raise ValueError("SSH key %s is not of a known type (%s)" % (
+            shown(line), ", ".join(sorted(KEY_TYPES))))
+    if len(parts) < 2:
+        raise ValueError("SSH key %s has no key data" % shown(line))
+    data = parts[1]
+    if not set(data) <= _B64 or len(data) % 4:
+        raise ValueError("SSH key %s: the key data is not base64" % shown(line))
+    import binascii
+
+    try:
+        blob = binascii.a2b_base64(data)
+    except (binascii.Error, ValueError):
+        raise ValueError("SSH key %s: the key data is not base64" % shown(line))
+    size = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+    if size < 1 or blob[4:4 + size] != kind.encode("ascii") or len(blob) <= 4 + size:
+        raise ValueError("SSH key %s: the key data is not a %s key" % (shown(line), kind))
+    comment = " ".join(parts[2].split()) if len(parts) > 2 else ""
+    return " ".join(p for p in (kind, data, comment) if p)
+
+
+def key_blob(line):
+    """'type base64' of a key line (None when the line holds no known key);
+    works on lines with options too, for de-duplication."""
+    words = line.split()
+    for i, word in enumerate(words[:-1]):
+        if word in KEY_TYPES:
+            return word + " " + words[i + 1]
+    return None
+
+
+def inside(path, home):
+    """The path relative to ``home`` when ``path`` (absolute) lies inside it
+    after resolving '.' and '..' by name, else None.  Symbolic links are the
+    caller's business (it must not follow any)."""
+    import posixpath
+
+    if not path.startswith("/") or "\0" in path:
+        return None
+    norm = posixpath.normpath(path)
+    base = posixpath.normpath(home)
+    if not norm.startswith(base.rstrip("/") + "/"):
+        return None
+    rel = norm[len(base.rstrip("/")) + 1:]
+    return rel or None
+
+
+def key_path_problem(path, home):
+    if inside(path, home) is None:
+        return "SSH key path %s is not inside the admin user's home %s" % (shown(path), home)
+    return None
+
+
+def merge_keys(existing, keys):
+    """authorized_keys text + normalized key lines -> (new text, number added).
+    Existing lines are kept as they are; a key already present (same type and
+    data, whatever its options or comment) is not added again."""
+    have = set()
+    for line in existing.splitlines():
+        blob = key_blob(line)
+        if blob:
+            have.add(blob)
+    text = existing
+    added = 0
+    for key in keys:
+        blob = key_blob(key)
+        if blob in have:
+            continue
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += key + "\n"
+        have.add(blob)
+        added += 1
+    return text, added
+
+
+# ------------------------------------------------------- system databases
+
+def passwd_entries(text):
+    """/etc/passwd text -> {name: (uid, gid, home, shell)}."""
+    entries = {}
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 7 and fields[2].isdigit() and fields[3].isdigit():
+            entries.setdefault(fields[0], (int(fields[2]), int(fields[3]), fields[5], fields[6]))
+    return entries
+
+
+def group_names(text):
+    return set(line.split(":", 1)[0] for line in text.splitlines() if ":" in line)
+
+
+def uid_range(login_defs):
+    """(UID_MIN, UID_MAX) from /etc/login.defs text (1000, 60000 by default)."""
+    values = {"UID_MIN": DEFAULT_UID_MIN, "UID_MAX": DEFAULT_UID_MAX}
+    for line in (login_defs or "").splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in values and words[1].isdigit():
+            values[words[0]] = int(words[1])
+    return values["UID_MIN"], values["UID_MAX"]
+
+
+def default_home(useradd_defaults, username):
+    """Where useradd puts a new home: HOME= of /etc/default/useradd + name."""
+    base = "/home"
+    for line in (useradd_defaults or "").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key == "HOME" and value.strip().startswith("/"):
+            base = value.strip().rstrip("/") or "/"
+    return base.rstrip("/") + "/" + username
+
+
+def parse_groups(text):
+    """'[user] groups' value -> list of group names (comma or space separated)."""
+    names = [g for g in text.replace(",", " ").split() if g]
+    for name in names:
+        if len(name) > USERNAME_MAX or name[0] not in _LOWER or not set(name) <= _NAME_CHARS:
+            raise ValueError("%s is not a group name" % shown(name))
+    return names
+
+
+# ------------------------------------------------------------ file texts
+
+def sudoers_text(username, nopasswd):
+    return ("# Written by azure-firstboot(8) for the VM's admin user; "
+            "[user] sudo = no turns it off.\n%s ALL=(ALL:ALL) %sALL\n" % (
+                username, "NOPASSWD: " if nopasswd else ""))
+
+
+def sshd_dropin_text(password_auth):
+    return ("# Written by azure-firstboot(8): password logins as the VM was created "
+            "(IMDS disablePasswordAuthentication).\nPasswordAuthentication %s\n"
+            % ("yes" if password_auth else "no"))
+
+
+def sshd_reads_dropins(config):
+    """True when sshd_config text has an Include of sshd_config.d."""
+    for line in config.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 2 and words[0].lower() == "include" and any(
+                SSHD_DROPIN_DIR in w or w.startswith("sshd_config.d/") for w in words[1:]):
+            return True
+    return False
+
+
+# ------------------------------------------------------------ ovf-env.xml
+
+_OVF_SET = ("Environment", "ProvisioningSection", "LinuxProvisioningConfigurationSet")
+_OVF_FIELDS = {
+    _OVF_SET + ("UserName",): "username",
+    _OVF_SET + ("UserPassword",): "password",
+    _OVF_SET + ("DisableSshPasswordAuthentication",): "disable_ssh_password_auth",
+}
+
+
+def parse_ovf_env(data):
+    """ovf-env.xml (bytes) -> {"username", "password", ...} (only fields
+    present).  Element local names (namespace prefixes vary), DOCTYPE and
+    entity declarations refused; the password keeps its spaces."""
+    try:
+        found = protocol.xml_fields(data, _OVF_FIELDS, strip=False)
+    except protocol.ProtocolError as exc:
+        raise ValueError("ovf-env.xml: %s" % exc)
+    for key in ("username", "disable_ssh_password_auth"):
+        if key in found:
+            found[key] = found[key].strip()
+    return found
+
+
+def password_problem(password):
+    if not password:
+        return "the password in ovf-env.xml is empty"
+    if any(c in password for c in "\r\n\0"):
+        return "the password in ovf-env.xml holds a line break or NUL"
+    return None

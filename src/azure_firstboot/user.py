@@ -1,0 +1,403 @@
+"""Unit 4, user: the admin user and SSH keys the VM was created with.
+
+IMDS compute.osProfile.adminUsername, compute.publicKeys[] and
+disablePasswordAuthentication -> validated (all of it, before anything is
+created) -> account (useradd / usermod), password (only when password logins
+were asked for: ovf-env.xml on the provisioning medium, through chpasswd's
+standard input), authorized_keys, sudoers rule, sshd drop-in.  A failure is
+recorded for report-ready, which reports ProvisioningFailed with the reason.
+
+With --root every command gets --root DIR and every file is DIR's; no medium
+is mounted.
+
+Path: this file -> accounts (pure: values, validation, file texts) ->
+transport (IMDS) / system.run (commands, argument lists, never a shell).
+"""
+
+import os
+
+from azure_firstboot import accounts, log, protocol, system, transport
+from azure_firstboot import state as st
+
+STEP = "user"
+IMDS_RETRY = transport.RETRY_STATUSES | frozenset((404, 410))
+MEDIA_DIR = st.RUN_DIR + "/media"
+MEDIA_FS = "udf,iso9660"
+MEDIA_WAIT = 5.0  # seconds to wait for a medium to show up (udev may be late)
+FILE_MAX = 1024 * 1024
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+class Failure(Exception):
+    """The step fails with this one-line reason."""
+
+
+def run(ctx):
+    state = ctx.state
+    if not ctx.config[("user", "enabled")]:
+        state.record(STEP, "skipped", reason="user.enabled = no")
+        log.info("admin user management is disabled in the configuration")
+        return 0
+    try:
+        details = provision(ctx)
+    except Failure as exc:
+        reason = str(exc)
+    except OSError as exc:
+        reason = "%s%s" % (exc.strerror or exc, " (%s)" % exc.filename if exc.filename else "")
+    else:
+        state.record(STEP, "ok", **details)
+        return 0
+    state.record(STEP, "failed", reason=reason)
+    log.error(reason)
+    return 1
+
+
+def _imds_compute(ctx):
+    host, port = protocol.split_endpoint(ctx.config[("imds", "endpoint")])
+    deadline = transport.Deadline(ctx.config[("imds", "timeout")])
+    try:
+        response = transport.call(
+            host, port, "GET", protocol.IMDS_INSTANCE_PATH, "IMDS instance metadata", deadline,
+            headers=[("Metadata", "true")], retry_statuses=IMDS_RETRY, min_interval=0.2)
+        if response.status != 200:
+            raise protocol.ProtocolError("IMDS answered HTTP %d %s" % (response.status, response.reason))
+        return protocol.parse_imds_compute(response.body)
+    except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
+        raise Failure("cannot get the admin user from IMDS: %s" % exc)
+
+
+def provision(ctx):
+    """The whole step; returns the details to record, raises Failure."""
+    paths = ctx.paths
+    try:
+        spec = accounts.admin_from_imds(_imds_compute(ctx))
+    except ValueError as exc:
+        raise Failure(str(exc))
+    name = spec.username
+    problem = accounts.username_problem(name)
+    if problem:
+        raise Failure(problem)
+    existing = _passwd(paths).get(name)
+    uid_min, uid_max = accounts.uid_range(st.read_text(paths("/etc/login.defs")))
+    if existing and not uid_min <= existing[0] <= uid_max:
+        raise Failure("admin user name %r is an existing system account (UID %d, outside "
+                      "UID_MIN..UID_MAX %d..%d of /etc/login.defs); refused" % (
+                          name, existing[0], uid_min, uid_max))
+    home = existing[2] if existing else accounts.default_home(
+        st.read_text(paths("/etc/default/useradd")), name)
+    by_path = {}
+    for number, (data, path) in enumerate(spec.keys):
+        try:
+            line = accounts.parse_key(data)
+        except ValueError as exc:
+            raise Failure("IMDS compute.publicKeys[%d]: %s" % (number, exc))
+        rel = accounts.inside(path, home)
+        if rel is None:
+            raise Failure("IMDS compute.publicKeys[%d]: %s" % (number, accounts.key_path_problem(path, home)))
+        by_path.setdefault(rel, []).append(line)
+    groups = _groups(ctx)
+    password = _medium_password(paths, name) if spec.password_auth else None
+    if not by_path and password is None:
+        raise Failure("admin user %s has no SSH key and no password%s: nobody could log in" % (
+            name, " (password logins were asked for, but no provisioning medium carried one)"
+            if spec.password_auth else ""))
+
+    # ---- everything is valid: act
+    root = [] if paths.is_host else ["--root", os.path.abspath(paths.root)]
+    if existing is None:
+        # "*": no password matches, yet the account is not locked (see accounts.NO_PASSWORD)
+        argv = ["useradd"] + root + ["--create-home", "--comment", accounts.COMMENT,
+                                     "--password", accounts.NO_PASSWORD]
+        if groups:
+            argv += ["--groups", ",".join(groups)]
+        _command(argv + [name], "create the admin user %s" % name)
+        _remember_created(paths, name)
+        log.info("created the admin user %s" % name)
+    elif groups:
+        _command(["usermod"] + root + ["--append", "--groups", ",".join(groups), name],
+                 "add %s to %s" % (name, ",".join(groups)))
+    if password is not None:
+        ok, output = system.run(["chpasswd"] + root, stdin=("%s:%s\n" % (name, password)).encode("utf-8"))
+        if not ok:
+            raise Failure("cannot set the password of %s: chpasswd: %s" % (
+                name, output.replace(password, "<password>")))
+        log.info("password of %s set from ovf-env.xml" % name)
+    entry = _passwd(paths).get(name)
+    if entry is None:
+        raise Failure("admin user %s is not in %s after useradd" % (name, paths("/etc/passwd")))
+    uid, gid, home = entry[0], entry[1], entry[2]
+    added = 0
+    for rel in sorted(by_path):
+        added += _write_keys(paths, home, rel, uid, gid, by_path[rel])
+    sudo = _sudoers(ctx, name, nopasswd=password is None)
+    sshd = _sshd(paths, spec.password_auth)
+    details = dict(user=name, uid=uid, created="no" if existing else "yes",
+                   groups=",".join(groups) or "none", keys=sum(len(v) for v in by_path.values()),
+                   keys_added=added, password="set" if password is not None else "none",
+                   sudo=sudo, sshd=sshd)
+    log.info("admin user %s %s (UID %d): %d SSH key(s), %d new; password %s; sudo: %s; sshd: %s" % (
+        name, "kept" if existing else "created", uid, details["keys"], added, details["password"],
+        sudo, sshd))
+    return details
+
+
+def _passwd(paths):
+    return accounts.passwd_entries(st.read_text(paths("/etc/passwd"), 16 * FILE_MAX) or "")
+
+
+def _groups(ctx):
+    try:
+        wanted = accounts.parse_groups(ctx.config[("user", "groups")])
+    except ValueError as exc:
+        raise Failure("[user] groups: %s" % exc)
+    have = accounts.group_names(st.read_text(ctx.paths("/etc/group"), 16 * FILE_MAX) or "")
+    missing = [g for g in wanted if g not in have]
+    if missing:
+        log.warning("[user] groups: no such group %s; not added" % ", ".join(missing))
+    return [g for g in wanted if g in have]
+
+
+def _command(argv, what):
+    ok, output = system.run(argv, timeout=60)
+    if not ok:
+        raise Failure("cannot %s: %s" % (what, output or "%s failed" % argv[0]))
+
+
+def _remember_created(paths, name):
+    """Accounts this agent created, for ``deprovision --user``."""
+    record = st.read_record(paths.state("user.accounts")) or {}
+    names = set(record.get("created", "").split()) | {name}
+    st.write_record(paths.state("user.accounts"), {"created": " ".join(sorted(names))})
+
+
+# --------------------------------------------------------------- authorized_keys
+
+def _write_keys(paths, home, rel, uid, gid, keys):
+    """Merge ``keys`` into home/rel; every directory below the home is opened
+    with O_NOFOLLOW relative to its parent, so a symbolic link planted in the
+    home is refused, never followed.  Returns the number of keys added."""
+    shown = home.rstrip("/") + "/" + rel
+    parts = rel.split("/")
+    try:
+        fd = os.open(paths(home), _DIR_FLAGS)
+    except OSError as exc:
+        raise Failure("cannot open the home %s of the admin user: %s" % (home, _why(exc)))
+    try:
+        for part in parts[:-1]:
+            try:
+                sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o700, dir_fd=fd)
+                sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise Failure("cannot use %s for %s: %s" % (part, shown, _why(exc, part, fd)))
+            os.close(fd)
+            fd = sub
+        if len(parts) > 1:
+            # ~/.ssh: the user's, 0700
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o700)
+        name = parts[-1]
+        existing = ""
+        try:
+            kfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except FileNotFoundError:
+            kfd = None
+        except OSError as exc:
+            raise Failure("cannot read %s: %s" % (shown, _why(exc, name, fd)))
+        if kfd is not None:
+            try:
+                import stat
+
+                if not stat.S_ISREG(os.fstat(kfd).st_mode):
+                    raise Failure("%s is not a regular file; not touched" % shown)
+                existing = os.read(kfd, FILE_MAX).decode("utf-8", "replace")
+            finally:
+                os.close(kfd)
+        text, added = accounts.merge_keys(existing, keys)
+        tmp = ".%s.azure-firstboot.tmp" % name
+        try:
+            os.unlink(tmp, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+        try:
+            os.fchown(wfd, uid, gid)
+            os.fchmod(wfd, 0o600)
+            view = memoryview(text.encode("utf-8"))
+            while view:
+                view = view[os.write(wfd, view):]
+            os.fsync(wfd)
+        except BaseException:
+            os.close(wfd)
+            os.unlink(tmp, dir_fd=fd)
+            raise
+        os.close(wfd)
+        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return added
+
+
+def _why(exc, name=None, dir_fd=None):
+    import errno
+    import stat
+
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and name is not None:
+        try:
+            if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                exc.errno = errno.ELOOP
+        except OSError:
+            pass
+    if exc.errno == errno.ELOOP:
+        return "it is a symbolic link (not followed)"
+    if exc.errno == errno.ENOTDIR:
+        return "not a directory"
+    return exc.strerror or str(exc)
+
+
+# --------------------------------------------------------------- sudo and sshd
+
+def _sudoers(ctx, name, nopasswd):
+    paths = ctx.paths
+    target = paths(accounts.SUDOERS_FILE)
+    if not ctx.config[("user", "sudo")]:
+        if os.path.lexists(target):
+            os.unlink(target)
+            return "off (user.sudo = no; removed %s)" % accounts.SUDOERS_FILE
+        return "off (user.sudo = no)"
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        log.warning("no %s (sudo not installed?): no sudo rule for %s" % (
+            os.path.dirname(accounts.SUDOERS_FILE), name))
+        return "no %s" % os.path.dirname(accounts.SUDOERS_FILE)
+    # sudo ignores files in sudoers.d whose name holds a '.': checked there, then renamed
+    tmp = os.path.join(directory, ".azure-firstboot.new")
+    st.write_atomic(tmp, accounts.sudoers_text(name, nopasswd), mode=0o440)
+    visudo = system.which("visudo")
+    if visudo:
+        ok, output = system.run([visudo, "-c", "-q", "-f", tmp])
+        if not ok:
+            os.unlink(tmp)
+            raise Failure("visudo refused the sudoers rule for %s: %s" % (name, output))
+    os.rename(tmp, target)
+    return "%s%s%s" % (accounts.SUDOERS_FILE, " NOPASSWD" if nopasswd else "",
+                       "" if visudo else " (no visudo to check it)")
+
+
+def _sshd(paths, password_auth):
+    config = st.read_text(paths(accounts.SSHD_CONFIG), FILE_MAX)
+    setting = "PasswordAuthentication %s" % ("yes" if password_auth else "no")
+    if config is None:
+        return "no %s" % accounts.SSHD_CONFIG
+    if not accounts.sshd_reads_dropins(config):
+        log.warning("%s does not include %s: %s not set (the file is left alone)" % (
+            accounts.SSHD_CONFIG, accounts.SSHD_DROPIN_DIR, setting))
+        return "left alone (no Include of %s)" % accounts.SSHD_DROPIN_DIR
+    st.write_atomic(paths(accounts.SSHD_DROPIN), accounts.sshd_dropin_text(password_auth))
+    return "%s in %s" % (setting, accounts.SSHD_DROPIN)
+
+
+# --------------------------------------------------------------- the medium
+
+def _medium_password(paths, name):
+    """The UserPassword of ovf-env.xml on the provisioning medium, or None
+    (with a warning) when there is none; Failure for an unusable one."""
+    if not paths.is_host:
+        log.warning("password logins were asked for, but no medium is mounted under --root: "
+                    "no password set")
+        return None
+    data, device = _read_ovf_env()
+    if data is None:
+        log.warning("password logins were asked for, but no provisioning medium with "
+                    "ovf-env.xml was found: no password set")
+        return None
+    try:
+        ovf = accounts.parse_ovf_env(data)
+    except ValueError as exc:
+        raise Failure("%s on %s" % (exc, device))
+    password = ovf.get("password")
+    if not password:
+        log.warning("ovf-env.xml on %s carries no UserPassword: no password set" % device)
+        return None
+    problem = accounts.password_problem(password)
+    if problem:
+        raise Failure(problem)
+    if ovf.get("username") and ovf["username"] != name:
+        log.warning("ovf-env.xml names user %r, IMDS %r: the password is set for %s" % (
+            ovf["username"][:40], name, name))
+    return password
+
+
+def _media_candidates():
+    """Block devices that may hold the provisioning medium: udev says UDF or
+    ISO 9660, or a CD-ROM drive udev knows nothing about yet."""
+    found = []
+    try:
+        names = sorted(os.listdir("/sys/class/block"))
+    except OSError:
+        return found
+    for name in names:
+        dev = (st.read_text("/sys/class/block/%s/dev" % name, 64) or "").strip()
+        fstype = None
+        for line in (st.read_text("/run/udev/data/b" + dev, 65536) or "").splitlines() if dev else ():
+            if line.startswith("E:ID_FS_TYPE="):
+                fstype = line.split("=", 1)[1]
+        if fstype in ("udf", "iso9660") or (not fstype and name.startswith("sr")):
+            found.append(name)
+    return sorted(found, key=lambda n: (not n.startswith("sr"), n))
+
+
+def _read_ovf_env():
+    """(bytes of ovf-env.xml, device) from the first medium that has one,
+    mounted read-only, nosuid, nodev, noexec in a private 0700 directory
+    and unmounted at once; (None, None) when none has it."""
+    import time
+
+    waited = 0.0
+    while True:
+        candidates = _media_candidates()
+        if candidates or waited >= MEDIA_WAIT:
+            break
+        time.sleep(1.0)
+        waited += 1.0
+    if not candidates:
+        return None, None
+    os.makedirs(st.RUN_DIR, mode=0o755, exist_ok=True)
+    try:
+        os.mkdir(MEDIA_DIR, 0o700)
+    except FileExistsError:
+        system.run(["umount", MEDIA_DIR])
+    os.chmod(MEDIA_DIR, 0o700)
+    try:
+        for name in candidates:
+            device = "/dev/" + name
+            ok, output = system.run(["mount", "-t", MEDIA_FS, "-o", "ro,nosuid,nodev,noexec",
+                                     device, MEDIA_DIR])
+            if not ok:
+                log.info("no provisioning medium on %s: %s" % (device, output))
+                continue
+            try:
+                try:
+                    fd = os.open(MEDIA_DIR + "/ovf-env.xml", os.O_RDONLY | os.O_NOFOLLOW)
+                except OSError:
+                    log.info("%s holds no ovf-env.xml" % device)
+                    continue
+                try:
+                    data = os.read(fd, FILE_MAX + 1)
+                finally:
+                    os.close(fd)
+                if len(data) > FILE_MAX:
+                    raise Failure("ovf-env.xml on %s is larger than %d bytes" % (device, FILE_MAX))
+                return data, device
+            finally:
+                ok, output = system.run(["umount", MEDIA_DIR])
+                if not ok:
+                    log.warning("cannot unmount %s from %s: %s" % (device, MEDIA_DIR, output))
+        return None, None
+    finally:
+        try:
+            os.rmdir(MEDIA_DIR)
+        except OSError:
+            pass

@@ -1,0 +1,220 @@
+"""accounts: the admin user's validators, key merge, file texts and the
+ovf-env.xml reader (pure functions, no files, no processes)."""
+
+import base64
+import struct
+
+import pytest
+
+from azure_firstboot import accounts
+
+ED = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEaZhwlR22lMmhve4dgEdglhWwsIr/x1/Yfe3rwf2W2a "
+      "azure-firstboot-test-key (TEST ONLY, never trust it)")
+ED2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDTuR/qj80Yb7x/Lo3yCBwWKkwLIt4AML7MFAVKZ143h second-test-key"
+
+
+def blob(kind, extra=b"\x00\x00\x00\x20" + b"k" * 32):
+    raw = struct.pack(">I", len(kind)) + kind.encode() + extra
+    return base64.b64encode(raw).decode()
+
+
+# ------------------------------------------------------------------ user names
+
+@pytest.mark.parametrize("name", ["azureuser", "alice", "_svc", "a", "a-b_c9", "x" * 32])
+def test_good_user_names(name):
+    assert accounts.username_problem(name) is None
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("root", "'root' is refused"),
+    ("", "1 to 32"),
+    ("x" * 33, "1 to 32"),
+    ("Alice", "portable"),
+    ("9lives", "portable"),
+    ("-oops", "portable"),
+    ("a b", "portable"),
+    ("a;reboot", "portable"),
+    ("$(touch x)", "portable"),
+    ("al\u00efce", "portable"),
+    ("a.b", "portable"),
+    ("a\nb", "portable"),
+])
+def test_bad_user_names(name, fragment):
+    problem = accounts.username_problem(name)
+    assert problem and fragment in problem
+    assert "\n" not in problem
+
+
+# ------------------------------------------------------------------------ keys
+
+@pytest.mark.parametrize("kind", sorted(accounts.KEY_TYPES))
+def test_every_known_key_type(kind):
+    line = "%s %s me@host" % (kind, blob(kind))
+    assert accounts.parse_key(line) == line
+
+
+def test_key_normalized_crlf_and_spacing():
+    assert accounts.parse_key(ED + "\r\n") == ED
+    assert accounts.parse_key("  " + ED.replace(" ", "   ", 1) + "\n") == ED
+    no_comment = " ".join(ED.split()[:2])
+    assert accounts.parse_key(no_comment + "\r\n") == no_comment
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("", "empty"),
+    ("\r\n", "empty"),
+    ('command="/bin/sh" ' + ED, "key options"),
+    ('from="10.0.0.1",no-pty ' + ED, "key options"),
+    ("restrict " + ED, "known type"),
+    ("ssh-dss " + blob("ssh-dss"), "known type"),
+    (ED + "\n" + ED2, "line break"),
+    (ED + "\r" + "x", "line break"),
+    ("ssh-ed25519", "no key data"),
+    ("ssh-ed25519 not-base64!", "not base64"),
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEaZhwlR22lMmhve4dgEdglhWwsIr", "not base64"),
+    ("ssh-rsa " + ED.split()[1], "not a ssh-rsa key"),
+    ("ssh-ed25519 " + blob("ssh-ed25519", b""), "not a ssh-ed25519 key"),
+    ("ssh-ed25519 " + base64.b64encode(b"\xff\xff\xff\xff").decode(), "not a ssh-ed25519 key"),
+    ("ssh-ed25519 " + "A" * 20000, "at most"),
+])
+def test_bad_keys(line, fragment):
+    with pytest.raises(ValueError) as err:
+        accounts.parse_key(line)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value) and "\r" not in str(err.value)
+
+
+def test_merge_keeps_existing_and_adds_once():
+    existing = "# mine\nno-pty " + ED.replace("TEST ONLY", "other comment") + "\nrandom junk"
+    text, added = accounts.merge_keys(existing, [ED, ED2, ED2])
+    assert added == 1
+    assert text.startswith(existing + "\n")
+    assert text.endswith(ED2 + "\n") and text.count("AAAAIDTuR") == 1
+    again, added = accounts.merge_keys(text, [ED, ED2])
+    assert (again, added) == (text, 0)
+    assert accounts.merge_keys("", [ED]) == (ED + "\n", 1)
+
+
+# ----------------------------------------------------------------------- paths
+
+@pytest.mark.parametrize("path, home, rel", [
+    ("/home/alice/.ssh/authorized_keys", "/home/alice", ".ssh/authorized_keys"),
+    ("/home/alice/./.ssh//authorized_keys", "/home/alice/", ".ssh/authorized_keys"),
+    ("/home/alice/x/../.ssh/keys", "/home/alice", ".ssh/keys"),
+    ("/home/alice/../bob/.ssh/authorized_keys", "/home/alice", None),
+    ("/home/alicex/.ssh/authorized_keys", "/home/alice", None),
+    ("/root/.ssh/authorized_keys", "/home/alice", None),
+    ("/home/alice", "/home/alice", None),
+    ("home/alice/.ssh/authorized_keys", "/home/alice", None),
+    ("/home/alice/.ssh/a\0b", "/home/alice", None),
+])
+def test_key_path_inside_home(path, home, rel):
+    assert accounts.inside(path, home) == rel
+    assert (accounts.key_path_problem(path, home) is None) == (rel is not None)
+
+
+# ------------------------------------------------------------------- IMDS doc
+
+def doc(**profile):
+    base = {"adminUsername": "alice", "computerName": "vm", "disablePasswordAuthentication": "true"}
+    base.update(profile)
+    return {"osProfile": base, "publicKeys": [
+        {"keyData": ED, "path": "/home/alice/.ssh/authorized_keys"}, {"keyData": ED2}]}
+
+
+def test_admin_from_imds():
+    spec = accounts.admin_from_imds(doc())
+    assert spec.username == "alice" and spec.password_auth is False
+    assert spec.keys == [(ED, "/home/alice/.ssh/authorized_keys"), (ED2, "/home/alice/.ssh/authorized_keys")]
+    for value, wanted in (("false", True), ("False", True), (False, True), (True, False), ("TRUE", False)):
+        assert accounts.admin_from_imds(doc(disablePasswordAuthentication=value)).password_auth is wanted
+    no_flag = doc()
+    del no_flag["osProfile"]["disablePasswordAuthentication"]
+    assert accounts.admin_from_imds(no_flag).password_auth is False
+
+
+@pytest.mark.parametrize("document, fragment", [
+    ([], "no compute"),
+    ({}, "osProfile is missing"),
+    (doc(adminUsername=""), "adminUsername is missing"),
+    (doc(adminUsername=7), "adminUsername is missing"),
+    (doc(disablePasswordAuthentication="maybe"), "neither true nor false"),
+    ({"osProfile": {"adminUsername": "a"}, "publicKeys": {}}, "not a list"),
+    ({"osProfile": {"adminUsername": "a"}, "publicKeys": [{"keyData": 1}]}, "publicKeys[0]"),
+    ({"osProfile": {"adminUsername": "a"}, "publicKeys": [{"keyData": ED, "path": 3}]}, "path"),
+])
+def test_admin_from_imds_bad_shapes(document, fragment):
+    with pytest.raises(ValueError) as err:
+        accounts.admin_from_imds(document)
+    assert fragment in str(err.value)
+
+
+# -------------------------------------------------------------- system files
+
+def test_passwd_login_defs_groups_useradd_defaults():
+    entries = accounts.passwd_entries("root:x:0:0:root:/root:/bin/bash\nbad line\n"
+                                      "alice:x:1000:1000:A:/home/alice:/bin/sh\n")
+    assert entries == {"root": (0, 0, "/root", "/bin/bash"), "alice": (1000, 1000, "/home/alice", "/bin/sh")}
+    assert accounts.uid_range(None) == (1000, 60000)
+    assert accounts.uid_range("# x\nUID_MIN\t 500\nUID_MAX 2000\nSYS_UID_MIN 100\n") == (500, 2000)
+    assert accounts.group_names("sudo:x:27:\nadm:x:4:a\n") == {"sudo", "adm"}
+    assert accounts.default_home(None, "alice") == "/home/alice"
+    assert accounts.default_home("# HOME=/x\nHOME=/srv/users/\n", "alice") == "/srv/users/alice"
+    assert accounts.parse_groups(" adm, sudo  docker") == ["adm", "sudo", "docker"]
+    with pytest.raises(ValueError):
+        accounts.parse_groups("adm,$(x)")
+
+
+def test_file_texts():
+    assert accounts.sudoers_text("alice", True).endswith("\nalice ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    assert accounts.sudoers_text("alice", False).endswith("\nalice ALL=(ALL:ALL) ALL\n")
+    assert accounts.sshd_dropin_text(True).endswith("\nPasswordAuthentication yes\n")
+    assert accounts.sshd_dropin_text(False).endswith("\nPasswordAuthentication no\n")
+    assert accounts.sshd_reads_dropins("Include /etc/ssh/sshd_config.d/*.conf\nPort 22\n")
+    assert accounts.sshd_reads_dropins("include sshd_config.d/*.conf\n")
+    assert not accounts.sshd_reads_dropins("#Include /etc/ssh/sshd_config.d/*.conf\n")
+    assert not accounts.sshd_reads_dropins("Port 22\nInclude /etc/ssh/other/*.conf\n")
+
+
+# --------------------------------------------------------------- ovf-env.xml
+
+OVF = b"""<?xml version="1.0" encoding="utf-8"?>
+<ns0:Environment xmlns:ns0="http://schemas.dmtf.org/ovf/environment/1"
+    xmlns:ns1="http://schemas.microsoft.com/windowsazure" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
+  <ns1:ProvisioningSection><ns1:Version>1.0</ns1:Version>
+    <ns1:LinuxProvisioningConfigurationSet>
+      <ns1:ConfigurationSetType>LinuxProvisioningConfiguration</ns1:ConfigurationSetType>
+      <ns1:UserName> alice </ns1:UserName>
+      <ns1:UserPassword>%s</ns1:UserPassword>
+      <ns1:DisableSshPasswordAuthentication>false</ns1:DisableSshPasswordAuthentication>
+      <ns1:HostName>vm</ns1:HostName>
+    </ns1:LinuxProvisioningConfigurationSet>
+  </ns1:ProvisioningSection>
+  <ns1:PlatformSettingsSection><ns1:PlatformSettings><ns1:ProvisionGuestAgent>false</ns1:ProvisionGuestAgent>
+  </ns1:PlatformSettings></ns1:PlatformSettingsSection>
+</ns0:Environment>
+"""
+
+
+def test_ovf_env_password_with_prefixes_and_entities():
+    found = accounts.parse_ovf_env(OVF % b" s3cr&amp;t &lt;x&gt; ")
+    assert found == {"username": "alice", "password": " s3cr&t <x> ", "disable_ssh_password_auth": "false"}
+    assert accounts.password_problem(found["password"]) is None
+
+
+def test_ovf_env_refuses_doctype_and_garbage():
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]>'
+            b"<Environment><ProvisioningSection><LinuxProvisioningConfigurationSet>"
+            b"<UserPassword>&b;</UserPassword></LinuxProvisioningConfigurationSet>"
+            b"</ProvisioningSection></Environment>")
+    with pytest.raises(ValueError) as err:
+        accounts.parse_ovf_env(bomb)
+    assert "DOCTYPE" in str(err.value)
+    with pytest.raises(ValueError):
+        accounts.parse_ovf_env(b"<Environment><unclosed>")
+    assert accounts.parse_ovf_env(b"<Environment/>") == {}
+
+
+@pytest.mark.parametrize("password", ["", "a\nb", "a\rb", "a\0b"])
+def test_bad_passwords(password):
+    assert accounts.password_problem(password)

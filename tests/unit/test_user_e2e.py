@@ -1,0 +1,313 @@
+"""The user step end to end: the real CLI (useradd --root, usermod, visudo)
+on a scratch --root against the fabric emulator's IMDS document."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from fabric_emulator import TEST_PUBLIC_KEY, Fabric
+from test_agent_e2e import TOP, Machine, assert_ok, ready_reports
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="useradd --root needs root (chroot)")
+
+KEY2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDTuR/qj80Yb7x/Lo3yCBwWKkwLIt4AML7MFAVKZ143h second-test-key"
+BLOB1 = TEST_PUBLIC_KEY.split()[1]
+STEPS = ("network-wait", "hostname", "user", "report-ready")
+PASSWD = ("root:x:0:0:root:/root:/bin/bash\nbin:x:2:2:bin:/bin:/usr/sbin/nologin\n"
+          "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+GROUP = "root:x:0:\nadm:x:4:\nsudo:x:27:\nusers:x:100:\nnogroup:x:65534:\n"
+
+
+class UserMachine(Machine):
+    """A scratch root with the account databases useradd --root needs."""
+
+    def __init__(self, root, fab, **settings):
+        Machine.__init__(self, root, fab, **settings)
+        self.write("etc/passwd", PASSWD)
+        self.write("etc/group", GROUP)
+        self.write("etc/shadow", "root:*:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n")
+        self.write("etc/gshadow", "root:*::\nadm:*::\nsudo:*::\nusers:*::\n")
+        self.write("etc/login.defs", "UID_MIN 1000\nUID_MAX 60000\nUSERGROUPS_ENAB yes\n")
+        self.write("etc/skel/.profile", "# skel\n")
+        self.write("etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\nKbdInteractiveAuthentication no\n")
+        os.makedirs(self.path("etc/sudoers.d"))
+        os.makedirs(self.path("etc/ssh/sshd_config.d"))
+        os.makedirs(self.path("home"))
+        for name in ("etc/shadow", "etc/gshadow"):
+            os.chmod(self.path(name), 0o640)
+
+    def boot(self):
+        return [self.agent(step) for step in STEPS]
+
+    def add_user(self, name, uid, home=None):
+        home = home or "/home/" + name
+        with open(self.path("etc/passwd"), "a") as f:
+            f.write("%s:x:%d:%d:%s:%s:/bin/sh\n" % (name, uid, uid, name, home))
+        with open(self.path("etc/group"), "a") as f:
+            f.write("%s:x:%d:\n" % (name, uid))
+        with open(self.path("etc/shadow"), "a") as f:
+            f.write("%s:!:19000:0:99999:7:::\n" % name)
+        os.makedirs(self.path(home.lstrip("/")), exist_ok=True)
+        os.chown(self.path(home.lstrip("/")), uid, uid)
+
+    def account(self, name):
+        for line in self.read("etc/passwd").splitlines():
+            if line.split(":")[0] == name:
+                return line.split(":")
+        return None
+
+    def shadow(self, name):
+        for line in self.read("etc/shadow").splitlines():
+            if line.split(":")[0] == name:
+                return line.split(":")[1]
+        return None
+
+
+def user_machine(tmp_path, fab, **settings):
+    return UserMachine(tmp_path, fab, **settings)
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# ------------------------------------------------------------------ happy path
+
+def test_admin_user_created_with_key_sudo_and_sshd(tmp_path):
+    with Fabric({"admin_username": "alice"}).start() as fab:
+        m = user_machine(tmp_path, fab)
+        procs = m.boot()
+        assert_ok(procs)
+        assert "admin user alice created" in procs[2].stdout
+        assert len(ready_reports(fab)) == 1
+        entry = m.account("alice")
+        assert entry[4] == "azure-firstboot admin user" and entry[5] == "/home/alice"
+        uid, gid = int(entry[2]), int(entry[3])
+        assert uid >= 1000
+        # not "!": a locked account is refused by sshd (UsePAM no) even for keys
+        assert m.shadow("alice") == "*"
+        ssh = m.path("home/alice/.ssh")
+        keys = os.path.join(ssh, "authorized_keys")
+        assert m.read("home/alice/.ssh/authorized_keys") == TEST_PUBLIC_KEY + "\n"
+        assert mode(ssh) == 0o700 and mode(keys) == 0o600
+        for path in (m.path("home/alice"), ssh, keys):
+            assert (os.lstat(path).st_uid, os.lstat(path).st_gid) == (uid, gid), path
+        sudoers = m.path("etc/sudoers.d/azure-firstboot")
+        assert mode(sudoers) == 0o440
+        assert m.read("etc/sudoers.d/azure-firstboot").endswith("\nalice ALL=(ALL:ALL) NOPASSWD: ALL\n")
+        assert not [n for n in os.listdir(m.path("etc/sudoers.d")) if n != "azure-firstboot"]
+        check = subprocess.run(["visudo", "-c", "-f", sudoers], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert check.returncode == 0, check.stdout
+        assert "PasswordAuthentication no\n" in m.read("etc/ssh/sshd_config.d/50-azure-firstboot.conf")
+        assert "created=alice" in m.read("var/lib/azure-firstboot/user.accounts")
+        result = m.read("var/lib/azure-firstboot/user.result")
+        assert "result=ok" in result and "user=alice" in result
+        status = m.agent("status").stdout
+        assert "user:" in status and "user=alice" in status
+        # one IMDS request per step that needs it (hostname, user)
+        assert len(fab.requests("imds")) == 2
+
+
+def test_second_key_existing_user_groups_and_merge(tmp_path):
+    scenario = {"admin_username": "bob", "public_keys": [TEST_PUBLIC_KEY + "\r\n", KEY2]}
+    with Fabric(scenario).start() as fab:
+        m = user_machine(tmp_path, fab, user__groups="adm, docker")
+        m.add_user("bob", 1001)
+        existing = "# bob's own\nno-pty " + " ".join(TEST_PUBLIC_KEY.split()[:2]) + " old comment\n"
+        m.write("home/bob/.ssh/authorized_keys", existing)
+        procs = m.boot()
+        assert_ok(procs)
+        assert "no such group docker" in procs[2].stderr
+        assert "admin user bob kept" in procs[2].stdout
+        text = m.read("home/bob/.ssh/authorized_keys")
+        assert text == existing + KEY2 + "\n"
+        assert m.account("bob")[4] == "bob"  # the existing account is kept as it was
+        assert m.shadow("bob") == "!"
+        assert "bob" in [l for l in m.read("etc/group").splitlines() if l.startswith("adm:")][0]
+        assert "created" not in (m.read("var/lib/azure-firstboot/user.accounts")
+                                 if os.path.exists(m.path("var/lib/azure-firstboot/user.accounts")) else "")
+        # a clone of the VM: same keys again -> nothing duplicated
+        m.write("sys/class/dmi/id/product_uuid", "0b8f6d4e-1111-2222-3333-444455556666\n")
+        m.reboot()
+        assert_ok(m.boot())
+        assert m.read("home/bob/.ssh/authorized_keys") == text
+        assert os.lstat(m.path("home/bob/.ssh/authorized_keys")).st_uid == 1001
+
+
+def test_key_path_inside_home_is_honoured(tmp_path):
+    scenario = {"admin_username": "carol", "public_keys": [TEST_PUBLIC_KEY, KEY2],
+                "public_key_paths": ["/home/carol/.ssh/authorized_keys", "/home/carol/keys/extra"]}
+    with Fabric(scenario).start() as fab:
+        m = user_machine(tmp_path, fab)
+        assert_ok(m.boot())
+        assert m.read("home/carol/keys/extra") == KEY2 + "\n"
+        assert mode(m.path("home/carol/keys")) == 0o700
+        assert m.read("home/carol/.ssh/authorized_keys") == TEST_PUBLIC_KEY + "\n"
+
+
+# ----------------------------------------------------------------- refusals
+
+def assert_failed(m, fab, procs, fragment, user=None):
+    net, host, step, rr = procs
+    assert net.returncode == 0 and host.returncode == 0
+    assert step.returncode == 1 and fragment in step.stderr, step.stderr
+    assert [l.startswith("error: ") for l in step.stderr.splitlines()].count(True) == 1
+    assert "Traceback" not in step.stderr
+    assert rr.returncode == 1 and "reported ProvisioningFailed" in rr.stderr
+    reports = fab.health_reports()
+    assert [r["substatus"] for r in reports] == ["ProvisioningFailed"]
+    assert reports[0]["description"].startswith("user: ") and fragment in reports[0]["description"]
+    assert not os.path.exists(m.path("var/lib/azure-firstboot/provisioned"))
+    assert m.read("etc/passwd").startswith(PASSWD)
+    if user is not None:
+        assert m.account(user) is None
+    assert os.listdir(m.path("etc/sudoers.d")) == []
+    assert not os.path.exists(m.path("etc/ssh/sshd_config.d/50-azure-firstboot.conf"))
+    assert not os.path.exists(os.path.join(m.root, "CANARY")) and not os.path.exists("CANARY")
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("root", "'root' is refused"),
+    ("bin", "existing system account"),
+    ("nobody", "existing system account"),
+    ("$(touch CANARY)", "not a portable user name"),
+    ("Admin", "not a portable user name"),
+    ("-oops", "not a portable user name"),
+    ("a" * 33, "1 to 32 characters"),
+    ("", "adminUsername is missing"),
+])
+def test_hostile_user_names(tmp_path, name, fragment):
+    with Fabric({"admin_username": name}).start() as fab:
+        m = user_machine(tmp_path, fab)
+        before = m.read("etc/passwd")
+        assert_failed(m, fab, m.boot(), fragment)
+        assert m.read("etc/passwd") == before and os.listdir(m.path("home")) == []
+
+
+@pytest.mark.parametrize("keys, paths, fragment", [
+    (['command="touch CANARY" ' + TEST_PUBLIC_KEY], [], "key options"),
+    (["ssh-dss AAAAB3NzaC1kc3MAAACBAP"], [], "known type"),
+    (["ssh-ed25519 !!notbase64!!"], [], "not base64"),
+    (["ssh-rsa " + BLOB1], [], "not a ssh-rsa key"),
+    ([TEST_PUBLIC_KEY + "\n" + KEY2], [], "line break"),
+    ([TEST_PUBLIC_KEY, "garbage"], [], "publicKeys[1]"),
+    ([TEST_PUBLIC_KEY], ["/root/.ssh/authorized_keys"], "not inside the admin user's home"),
+    ([TEST_PUBLIC_KEY], ["/home/alice/../bob/.ssh/authorized_keys"], "not inside"),
+    ([], [], "no SSH key and no password"),
+])
+def test_bad_keys_create_nothing(tmp_path, keys, paths, fragment):
+    with Fabric({"admin_username": "alice", "public_keys": keys, "public_key_paths": paths}).start() as fab:
+        m = user_machine(tmp_path, fab)
+        assert_failed(m, fab, m.boot(), fragment, user="alice")
+        assert os.listdir(m.path("home")) == []
+
+
+@pytest.mark.parametrize("planted", [".ssh", ".ssh/authorized_keys"])
+def test_symlink_planted_in_the_home_is_not_followed(tmp_path, planted):
+    with Fabric({"admin_username": "dave"}).start() as fab:
+        m = user_machine(tmp_path, fab)
+        m.add_user("dave", 1002)
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "authorized_keys").write_text("victim\n")
+        if planted == ".ssh":
+            os.symlink(str(outside), m.path("home/dave/.ssh"))
+        else:
+            os.makedirs(m.path("home/dave/.ssh"))
+            os.symlink(str(outside / "authorized_keys"), m.path("home/dave/.ssh/authorized_keys"))
+        procs = m.boot()
+        assert procs[2].returncode == 1 and "symbolic link (not followed)" in procs[2].stderr, procs[2].stderr
+        assert (outside / "authorized_keys").read_text() == "victim\n"
+        assert os.listdir(str(outside)) == ["authorized_keys"]
+        assert os.lstat(str(outside)).st_uid == 0 and mode(str(outside / "authorized_keys")) != 0o600
+        assert fab.health_reports()[0]["substatus"] == "ProvisioningFailed"
+
+
+# ------------------------------------------------------------- configuration
+
+def test_password_logins_without_a_medium_under_root(tmp_path):
+    with Fabric({"admin_username": "erin", "disable_password_authentication": "false"}).start() as fab:
+        m = user_machine(tmp_path, fab)
+        procs = m.boot()
+        assert_ok(procs)
+        assert "no medium is mounted under --root" in procs[2].stderr
+        assert "PasswordAuthentication yes\n" in m.read("etc/ssh/sshd_config.d/50-azure-firstboot.conf")
+        assert m.shadow("erin") == "*"
+    with Fabric({"admin_username": "erin", "disable_password_authentication": "false",
+                 "public_keys": []}).start() as fab:
+        m = user_machine(tmp_path / "nokey", fab)
+        assert_failed(m, fab, m.boot(), "no provisioning medium carried one", user="erin")
+
+
+def test_sudo_off_disabled_step_and_sshd_without_include(tmp_path):
+    with Fabric({"admin_username": "frank"}).start() as fab:
+        m = user_machine(tmp_path, fab, user__sudo="no")
+        m.write("etc/ssh/sshd_config", "PasswordAuthentication yes\n")
+        procs = m.boot()
+        assert_ok(procs)
+        assert os.listdir(m.path("etc/sudoers.d")) == []
+        assert "does not include /etc/ssh/sshd_config.d" in procs[2].stderr
+        assert m.read("etc/ssh/sshd_config") == "PasswordAuthentication yes\n"
+        assert os.listdir(m.path("etc/ssh/sshd_config.d")) == []
+    with Fabric({"admin_username": "frank"}).start() as fab:
+        m = user_machine(tmp_path / "off", fab, user__enabled="no")
+        procs = m.boot()
+        assert_ok(procs)
+        assert m.account("frank") is None and len(ready_reports(fab)) == 1
+        assert len(fab.requests("imds")) == 1  # hostname's only
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[user]\ngroups = adm,$(x)\n", "bad value for user.groups"),
+    ("[user]\nsudo = maybe\n", "bad value for user.sudo"),
+])
+def test_bad_user_config(tmp_path, text, fragment):
+    with Fabric().start() as fab:
+        m = user_machine(tmp_path, fab)
+        with open(m.config, "a") as f:
+            f.write(text)
+        proc = m.agent("user")
+        assert proc.returncode == 2 and fragment in proc.stderr and proc.stderr.count("\n") == 1
+        assert fab.requests() == []
+
+
+# ------------------------------------------------------------------ deprovision
+
+def test_deprovision_user(tmp_path):
+    with Fabric({"admin_username": "gina"}).start() as fab:
+        m = user_machine(tmp_path, fab)
+        m.add_user("keepme", 1005)
+        assert_ok(m.boot())
+        dry = m.agent("deprovision", "--user", "--dry-run")
+        assert dry.returncode == 0
+        assert "would remove the admin user gina and its home /home/gina" in dry.stdout
+        assert "etc/sudoers.d/azure-firstboot" in dry.stdout
+        assert m.account("gina") is not None
+        assert "keepme" not in dry.stdout
+        proc = m.agent("deprovision", "--user")
+        assert proc.returncode == 0, proc.stderr
+        assert m.account("gina") is None and m.account("keepme") is not None
+        assert not os.path.exists(m.path("home/gina")) and os.path.isdir(m.path("home/keepme"))
+        assert not os.path.exists(m.path("etc/sudoers.d/azure-firstboot"))
+        assert not os.path.exists(m.path("etc/ssh/sshd_config.d/50-azure-firstboot.conf"))
+        assert "nothing to remove" in m.agent("deprovision", "--user").stdout
+
+
+# ------------------------------------------------------------ boot-path weight
+
+def test_user_step_imports_stay_lean(tmp_path):
+    from test_agent_e2e import HEAVY
+
+    with Fabric({"admin_username": "hana"}).start() as fab:
+        m = user_machine(tmp_path, fab)
+        assert m.agent("network-wait").returncode == 0
+        code = ("before = set(sys.modules); from azure_firstboot import cli; rc = cli.main(sys.argv[1:]); "
+                "print(' '.join(m for m in %r if m in sys.modules and m not in before)); sys.exit(rc)" % (HEAVY,))
+        proc = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, %r); "
+                               % os.path.join(TOP, "src") + code, "--config", m.config, "--root", m.root, "user"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        assert proc.returncode == 0, proc.stderr
+        assert set(proc.stdout.split("\n")[-2].split()) <= {"re", "json", "subprocess"}
