@@ -95,7 +95,14 @@ rpm: sdist
 	@echo "built $(RPM)"
 
 # lintian/rpmlint on the built packages, systemd-analyze verify (must print
-# nothing) and the security exposure of each unit (fails above 2.5).
+# nothing) and the security exposure of each unit (fails above its gate: 2.5, except
+# the user unit).
+# The user unit's gate is 2.8: it must run as real root (no PrivateUsers=) with
+# CAP_CHOWN/CAP_FOWNER/CAP_DAC_OVERRIDE to write the account databases, /home and an
+# existing user's ~/.ssh (no ProtectHome=), and CAP_SYS_ADMIN + @mount + the CD-ROM
+# device (no PrivateDevices=) to mount the provisioning medium for ovf-env.xml.
+SECURITY_GATE      = 2.5
+SECURITY_GATE_USER = 2.8
 lint:
 	@test -f $(DEB) -a -f $(RPM) || { echo "lint: run 'make deb rpm' first"; exit 1; }
 	$(PKGENV) lintian --fail-on error,warning --tag-display-limit 0 $(DEB) dist/$(PKG)_$(VERSION).dsc
@@ -112,9 +119,10 @@ lint:
 	  echo "systemd-analyze verify: clean"
 	@fail=0; for u in $(UNITS); do \
 	  score=$$($(PKGENV) systemd-analyze security --offline=true $$u 2>&1 | sed -n 's/.*Overall exposure level for \([^:]*\): \([0-9.]*\).*/\2/p'); \
-	  echo "security $$(basename $$u): $$score"; \
-	  [ -n "$$score" ] && awk "BEGIN{exit !($$score <= 2.5)}" || fail=1; \
-	done; [ $$fail = 0 ] || { echo "security: exposure above 2.5"; exit 1; }
+	  gate=$(SECURITY_GATE); case $$u in *-user.service) gate=$(SECURITY_GATE_USER);; esac; \
+	  echo "security $$(basename $$u): $$score (gate $$gate)"; \
+	  [ -n "$$score" ] && awk "BEGIN{exit !($$score <= $$gate)}" || fail=1; \
+	done; [ $$fail = 0 ] || { echo "security: exposure above the gate"; exit 1; }
 
 # Everything the packaging promises, in one target (called by "make check").
 pkg-check: deb deb-stdeb rpm lint

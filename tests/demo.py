@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""make demo: the three units against the fabric emulator in a scratch root.
+"""make demo: the four units against the fabric emulator in a scratch root.
 
-Boot 1 provisions (network-wait -> hostname -> report-ready), boot 2 is a
+Boot 1 provisions (network-wait -> hostname -> user -> report-ready; the user
+step creates the admin user with useradd --root, which needs root), boot 2 is a
 reboot of the same VM (nothing to do, nothing sent), boot 3 is a clone (new
 VM id: provisions again).  Prints what each step said and how long it took.
 """
@@ -18,7 +19,7 @@ sys.path.insert(0, HERE)
 from fabric_emulator import Fabric  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(HERE), "src")
-STEPS = ("network-wait", "hostname", "report-ready")
+STEPS = ("network-wait", "hostname", "user", "report-ready")
 
 
 def write(root, rel, text):
@@ -49,20 +50,40 @@ def boot(root, conf, fab, title):
                              for r in sent) or "none"))
     print("   total %.3f s; /etc/hostname = %s" % (
         total, open(os.path.join(root, "etc/hostname")).read().strip()))
+    admins = [l.split(":") for l in open(os.path.join(root, "etc/passwd")) if "azure-firstboot" in l]
+    for fields in admins:
+        keys = os.path.join(root, fields[5].lstrip("/"), ".ssh/authorized_keys")
+        print("   admin user %s (UID %s, home %s): %d key(s) in ~/.ssh/authorized_keys; sudoers: %s" % (
+            fields[0], fields[2], fields[5],
+            len(open(keys).read().splitlines()) if os.path.exists(keys) else 0,
+            open(os.path.join(root, "etc/sudoers.d/azure-firstboot")).read().splitlines()[-1]
+            if os.path.exists(os.path.join(root, "etc/sudoers.d/azure-firstboot")) else "none"))
 
 
 def main():
     root = tempfile.mkdtemp(prefix="azure-firstboot-demo.")
     try:
-        with Fabric({"computer_name": "demo-vm", "name": "demo_vmss_0",
+        with Fabric({"computer_name": "demo-vm", "name": "demo_vmss_0", "admin_username": "demo",
                      "goalstate_statuses": [[503, {"Retry-After": "1"}]]}).start() as fab:
             write(root, "sys/class/dmi/id/chassis_asset_tag", "7783-7084-3265-9085-8269-3286-77\n")
             write(root, "sys/class/dmi/id/product_uuid", "5C9F1C56-64F7-4D55-9A0B-6C2F0E8B7A31\n")
             write(root, "etc/hostname", "localhost\n")
             write(root, "etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tlocalhost\n")
+            # the account databases useradd --root works on
+            write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n")
+            write(root, "etc/group", "root:x:0:\nsudo:x:27:\nusers:x:100:\n")
+            write(root, "etc/shadow", "root:*:19000:0:99999:7:::\n")
+            write(root, "etc/gshadow", "root:*::\nsudo:*::\n")
+            write(root, "etc/login.defs", "UID_MIN 1000\nUID_MAX 60000\nUSERGROUPS_ENAB yes\n")
+            write(root, "etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\n")
+            for d in ("etc/sudoers.d", "home"):
+                os.makedirs(os.path.join(root, d), exist_ok=True)
             conf = os.path.join(root, "demo.conf")
-            write(root, "demo.conf", "[wireserver]\nendpoint = %s\n[imds]\nendpoint = %s\n" % (
-                fab.wireserver_address, fab.imds_address))
+            write(root, "demo.conf", "[wireserver]\nendpoint = %s\n[imds]\nendpoint = %s\n%s" % (
+                fab.wireserver_address, fab.imds_address,
+                "" if os.geteuid() == 0 else "[user]\nenabled = no\n"))
+            if os.geteuid() != 0:
+                print("not root: the user step is disabled (useradd --root needs root)")
             print("fabric emulator: WireServer %s, IMDS %s (first goal state answers 503 + Retry-After: 1)"
                   % (fab.wireserver_address, fab.imds_address))
             print("scratch root: %s" % root)

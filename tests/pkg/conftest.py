@@ -14,9 +14,9 @@ import pytest
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSPATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 PKG = "azure-firstboot"
-# The three units that run the agent (ExecStart=/usr/bin/azure-firstboot <step>) ...
+# The four units that run the agent (ExecStart=/usr/bin/azure-firstboot <step>) ...
 AGENT_UNITS = ("azure-firstboot-network-wait.service", "azure-firstboot-hostname.service",
-               "azure-firstboot-report-ready.service")
+               "azure-firstboot-user.service", "azure-firstboot-report-ready.service")
 # ... and the one that regenerates SSH host keys removed by "deprovision" (no Python).
 SSH_KEYGEN_UNIT = "azure-firstboot-ssh-keygen.service"
 # Every unit the packages ship, enable and must never start.

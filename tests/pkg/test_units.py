@@ -73,11 +73,39 @@ def test_fast_path_and_ordering():
         assert "azure-firstboot-hostname.service" not in " ".join(ready.get(key, []))
 
 
+def test_user_unit_ordering_and_sandbox():
+    u = unit("azure-firstboot-user.service")
+    hostname = unit("azure-firstboot-hostname.service")
+    ready = unit("azure-firstboot-report-ready.service")
+    assert u["ConditionPathExists"] == ["!/run/azure-firstboot/provisioned"]
+    assert "network-online.target" in u["Wants"][0]
+    after = " ".join(u["After"]).split()
+    before = " ".join(u["Before"]).split()
+    assert "network-online.target" in after
+    # sshd starts with the final settings; report-ready sees the result
+    for name in ("azure-firstboot-report-ready.service", "ssh.service", "sshd.service"):
+        assert name in before
+    # in parallel with hostname: no ordering either way, no dependency
+    assert "azure-firstboot-hostname.service" not in " ".join(u["After"] + u["Before"])
+    assert "azure-firstboot-user.service" not in " ".join(
+        hostname.get("After", []) + hostname.get("Before", []))
+    # report-ready must run when the user step failed: ordering only
+    for key in ("Requires", "Requisite", "BindsTo", "PartOf"):
+        assert "azure-firstboot-user.service" not in " ".join(ready.get(key, []))
+    # sandbox: no user namespace (real root for the account databases), only CD-ROMs
+    assert u["NoNewPrivileges"] == ["yes"] and u["ProtectSystem"] == ["strict"]
+    assert u["DevicePolicy"] == ["closed"] and u["DeviceAllow"] == ["block-sr r"]
+    assert u["PrivateMounts"] == ["yes"]
+    assert set(u["CapabilityBoundingSet"][0].split()) == {
+        "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE", "CAP_SYS_ADMIN"}
+
+
 def test_timeouts_leave_room_for_the_configured_defaults():
     defaults = config.defaults()
     timeout = {n: seconds(unit(n)["TimeoutStartSec"][0]) for n in AGENT_UNITS}
     assert timeout["azure-firstboot-network-wait.service"] > defaults[("provisioning", "network_timeout")]
     assert timeout["azure-firstboot-hostname.service"] > defaults[("imds", "timeout")]
+    assert timeout["azure-firstboot-user.service"] > defaults[("imds", "timeout")]
     assert timeout["azure-firstboot-report-ready.service"] > defaults[("provisioning", "deadline")]
 
 
@@ -149,14 +177,14 @@ def test_example_config_lists_every_key_with_its_default():
     # as shipped: all defaults
     assert config.parse(text, "example") == config.defaults()
     # uncommented: every key present exactly once, each value being the default
-    uncommented = re.sub(r"(?m)^#(\w+ = )", r"\1", text)
+    uncommented = re.sub(r"(?m)^#(\w+ =( |$))", r"\1", text)
     keys = set()
     section = None
     for line in uncommented.splitlines():
         if line.startswith("["):
             section = line.strip("[]")
-        elif re.match(r"\w+ = ", line):
-            keys.add((section, line.split(" = ")[0]))
+        elif re.match(r"\w+ =( |$)", line):
+            keys.add((section, line.split(" =")[0]))
     assert keys == set(config.defaults())
     assert config.parse(uncommented, "example") == config.defaults()
 
