@@ -289,3 +289,19 @@ def test_oversized_hosts_file_is_left_whole(tmp_path, fab):
         assert handle.read() == big
     assert m.read("etc/hostname") == "myvm\n"
     assert len(ready_reports(fab)) == 1
+
+
+@pytest.mark.parametrize("fifo", ["var/lib/azure-firstboot/provisioned", "sys/class/dmi/id/product_uuid"])
+def test_generator_does_not_block_on_a_fifo(tmp_path, fifo):
+    for rel, text in (("sys/class/dmi/id/product_uuid", VM_ID + "\n"),
+                      ("var/lib/azure-firstboot/provisioned", "vm_id=%s\n" % VM_ID)):
+        os.makedirs(str((tmp_path / rel).parent), exist_ok=True)
+        if rel == fifo:
+            os.mkfifo(str(tmp_path / rel))
+        else:
+            (tmp_path / rel).write_text(text)
+    proc = subprocess.run(["sh", os.path.join(TOP, "systemd", "azure-firstboot-generator"), "/tmp/n", "/tmp/e",
+                           "/tmp/l"], env={"AZURE_FIRSTBOOT_ROOT": str(tmp_path)}, timeout=10,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.returncode == 0 and proc.stderr == b""
+    assert not os.path.exists(str(tmp_path / "run/azure-firstboot/provisioned"))
