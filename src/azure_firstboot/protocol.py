@@ -13,10 +13,27 @@ GOAL_STATE_PATH = "/machine/?comp=goalstate"
 HEALTH_PATH = "/machine?comp=health"
 IMDS_INSTANCE_PATH = "/metadata/instance?api-version=" + IMDS_API_VERSION
 DESCRIPTION_MAX = 512
+INCARNATION_DIGITS = 10
 
 
 class ProtocolError(Exception):
     """A document from the fabric (or a value in it) is unusable."""
+
+
+_DECIMAL = frozenset("0123456789")
+_HEXADECIMAL = frozenset("0123456789abcdefABCDEF")
+
+
+def wire_number(text, digits=10, base=10):
+    """The one number parser for everything that comes off the wire or out
+    of a lease file: ``text`` must be 1..``digits`` ASCII digits (hex digits
+    with ``base=16``) and nothing else (no sign, '_', space, '²' or '٣',
+    which str.isdigit() and int() would let through).  -> int, or None."""
+    if not isinstance(text, str):
+        text = bytes(text).decode("latin-1")
+    if 0 < len(text) <= digits and set(text) <= (_HEXADECIMAL if base == 16 else _DECIMAL):
+        return int(text, base)
+    return None
 
 
 # ---------------------------------------------------------------- XML input
@@ -33,13 +50,26 @@ def _refuse(*_args):
     raise ProtocolError("refusing XML with a DOCTYPE or entity declaration")
 
 
+def _trie(fields):
+    """{path tuple: name} -> nested dicts; a node's None key holds the name."""
+    root = {}
+    for path, name in fields.items():
+        node = root
+        for part in path:
+            node = node.setdefault(part, {})
+        node[None] = name
+    return root
+
+
 def _collect(data, fields, strip=True):
     """Return {name: text} of the first element at each path in ``fields``.
 
     Uses expat directly (cheap to import, no tree built).  Namespace prefixes
     are dropped, unknown elements, attributes, order and whitespace are
-    ignored; DOCTYPE and entity declarations are refused outright.
-    """
+    ignored; DOCTYPE and entity declarations are refused outright.  Linear in
+    the input: the position in the wanted paths is tracked one element at a
+    time, and below the depth of any wanted path only a counter moves.  An
+    encoding expat cannot read (utf-7, unknown names) is a ProtocolError."""
     from xml.parsers import expat
 
     parser = expat.ParserCreate()
@@ -47,33 +77,50 @@ def _collect(data, fields, strip=True):
     parser.EntityDeclHandler = _refuse
     parser.UnparsedEntityDeclHandler = _refuse
     parser.ExternalEntityRefHandler = _refuse
-    stack = []
+    nodes = [_trie(fields)]   # trie node per open element while on a wanted path
+    outside = [0]             # open elements below the last node in ``nodes``
     found = {}
-    current = []
+    text = []                 # chunks of the wanted element being read, or None
 
     def start(name, _attrs):
-        stack.append(name.rpartition(":")[2])
-        current.append([] if tuple(stack) in fields else None)
+        if outside[0]:
+            outside[0] += 1
+            return
+        node = nodes[-1].get(name.rpartition(":")[2])
+        if node is None:
+            outside[0] = 1
+            return
+        nodes.append(node)
+        if node.get(None) is not None and node[None] not in found:
+            text.append([])
+        else:
+            text.append(None)
 
     def end(_name):
-        key = tuple(stack)
-        buf = current.pop()
-        if buf is not None and fields[key] not in found:
+        if outside[0]:
+            outside[0] -= 1
+            return
+        node = nodes.pop()
+        buf = text.pop()
+        if buf is not None and node[None] not in found:
             value = "".join(buf)
-            found[fields[key]] = value.strip() if strip else value
-        stack.pop()
+            found[node[None]] = value.strip() if strip else value
 
-    def text(chunk):
-        if current and current[-1] is not None:
-            current[-1].append(chunk)
+    def chars(chunk):
+        if not outside[0] and text and text[-1] is not None:
+            text[-1].append(chunk)
 
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    parser.CharacterDataHandler = text
+    parser.CharacterDataHandler = chars
     try:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
         raise ProtocolError("malformed XML: %s" % exc)
+    except (ValueError, LookupError) as exc:
+        # expat reads utf-8, utf-16, latin-1 and ascii; utf-7 gives ValueError,
+        # an unknown name LookupError
+        raise ProtocolError("XML in an encoding that cannot be read: %s" % str(exc)[:80])
     return found
 
 
@@ -99,8 +146,10 @@ _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 
 def _id_ok(value):
     """Ids are echoed back (escaped) as they came; only refuse what cannot be
-    an id at all: control characters, absurd lengths."""
-    return 0 < len(value) <= 1024 and all(c >= " " and c != "\x7f" for c in value)
+    an id at all: absurd lengths, and anything not printable (C0 and C1
+    controls, DEL, NEL, U+2028/2029, format characters, unassigned code
+    points) that could forge a log line or hide in a terminal."""
+    return 0 < len(value) <= 1024 and value.isprintable()
 
 
 def parse_goal_state(data):
@@ -111,13 +160,14 @@ def parse_goal_state(data):
     for key in ("incarnation", "container_id"):
         if not found.get(key):
             raise ProtocolError("goal state has no %s" % key.replace("_", " "))
-    if not found["incarnation"].isdigit():
-        raise ProtocolError("goal state incarnation is not a number: %r" % found["incarnation"][:40])
+    if wire_number(found["incarnation"], INCARNATION_DIGITS) is None:
+        raise ProtocolError("goal state incarnation is not a number of at most %d ASCII digits: %s" % (
+            INCARNATION_DIGITS, ascii(found["incarnation"][:40])))
     for key in ("container_id", "instance_id"):
         value = found.get(key)
         if value is not None and not _id_ok(value):
-            raise ProtocolError("goal state %s has unexpected characters: %r" % (
-                key.replace("_", " "), value[:80]))
+            raise ProtocolError("goal state %s has unexpected characters: %s" % (
+                key.replace("_", " "), ascii(value[:80])))
     return GoalState(found["incarnation"], found["container_id"], found.get("instance_id") or None)
 
 
@@ -127,13 +177,16 @@ def parse_error_body(data):
         found = _collect(data, _ERROR_FIELDS)
     except ProtocolError:
         return ""
-    return ": ".join(v for v in (found.get("code"), found.get("message")) if v)
+    text = ": ".join(" ".join(v.split()) for v in (found.get("code"), found.get("message")) if v)
+    return "".join(c if c.isprintable() else "?" for c in text[:200])
 
 
 # --------------------------------------------------------------- XML output
 
 # characters XML 1.0 cannot carry, replaced by '?'
-_XML_INVALID = dict.fromkeys([c for c in range(32) if c not in (9, 10, 13)] + [0xFFFE, 0xFFFF], "?")
+# (and lone surrogates, which UTF-8 cannot carry either)
+_XML_INVALID = dict.fromkeys([c for c in range(32) if c not in (9, 10, 13)] + [0xFFFE, 0xFFFF]
+                             + list(range(0xD800, 0xE000)), "?")
 
 
 def xml_escape(text):
@@ -144,12 +197,15 @@ def xml_escape(text):
 
 def health_document(goal_state, failure=None):
     """GoalState -> Health XML (bytes).  ``failure`` (a reason) turns the
-    report into NotReady/ProvisioningFailed with the reason, cut to
-    DESCRIPTION_MAX characters *before* escaping, as its Description."""
+    report into NotReady/ProvisioningFailed with the reason (whitespace runs
+    made one space, anything else not printable made '?'), cut to
+    DESCRIPTION_MAX characters *before* escaping, as its Description.  The
+    document is always well-formed UTF-8 XML, whatever the strings hold."""
     if failure is None:
         health = "<State>Ready</State>"
     else:
-        description = " ".join(failure.split())[:DESCRIPTION_MAX]
+        description = "".join(c if c.isprintable() else "?"
+                              for c in " ".join(failure.split())[:DESCRIPTION_MAX])
         health = ("<State>NotReady</State><Details><SubStatus>ProvisioningFailed</SubStatus>"
                   "<Description>%s</Description></Details>" % xml_escape(description))
     doc = (
@@ -439,9 +495,13 @@ def hostname_problem(name):
     shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
     if len(name) > 64:
         return "computerName %s is %d characters long; a host name has at most 64" % (shown, len(name))
-    if not all(_label_ok(label) for label in name.split(".")):
+    labels = name.split(".")
+    if not all(_label_ok(label) for label in labels):
         return ("computerName %s is not a valid host name (labels of letters, digits and '-', "
                 "1-63 characters, not starting or ending with '-')" % shown)
+    if set(labels[-1]) <= _DECIMAL:
+        return ("computerName %s is not a valid host name: its last label is all digits "
+                "(it reads as an IP address; RFC 1123 2.1)" % shown)
     return None
 
 
@@ -494,11 +554,6 @@ def networkd_option_245(text):
     return None
 
 
-_LEASE_BLOCK = r"lease\s*\{(.*?)\}"
-_OPT_245 = r"option\s+unknown-245\s+([^;]+);"
-_EXPIRE = r"expire\s+(?:\d\s+(\d{4})/(\d{1,2})/(\d{1,2})\s+(\d{1,2}):(\d{2}):(\d{2})|(never))\s*;"
-
-
 def _decode_245(value):
     value = value.strip()
     if value.startswith('"') and value.endswith('"'):
@@ -518,29 +573,144 @@ def _decode_245(value):
                 raw.append(ord(body[i]) & 0xFF)
                 i += 1
         return _ip_from_bytes(bytes(raw))
-    try:
-        return _ip_from_bytes(bytes(int(part, 16) for part in value.split(":")))
-    except ValueError:
+    octets = [wire_number(part, 2, 16) for part in value.split(":")]
+    return None if None in octets else _ip_from_bytes(bytes(octets))
+
+
+_LEASE_SPECIAL = frozenset('{};"#')
+_LEASE_SPACE = frozenset(" \t\r\n\f\v")
+
+
+def _lease_tokens(text):
+    """dhclient lease syntax -> tokens: '{', '}', ';', '"quoted"' (kept raw,
+    escapes included) and words; comments dropped.  One pass, linear: quoted
+    strings and comments are skipped with str.find."""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in _LEASE_SPACE:
+            i += 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif c == '"':
+            j = i + 1
+            while True:
+                j = text.find('"', j)
+                if j < 0:
+                    return                           # unterminated string: the rest is garbage
+                k = j
+                while k > i + 1 and text[k - 1] == "\\":
+                    k -= 1
+                if (j - k) % 2 == 0:
+                    break
+                j += 1
+            yield text[i:j + 1]
+            i = j + 1
+        elif c in "{};":
+            yield c
+            i += 1
+        else:
+            j = i + 1
+            while j < n and text[j] not in _LEASE_SPACE and text[j] not in _LEASE_SPECIAL:
+                j += 1
+            yield text[i:j]
+            i = j
+
+
+def dhclient_leases(text):
+    """dhclient (and NetworkManager's dhclient-*.lease) lease file text ->
+    one dict per complete top-level ``lease { }`` block: statement keyword
+    (``option NAME`` for options) -> the list of its remaining tokens; the
+    first statement of a kind wins.  Unterminated blocks and statements are
+    dropped.  Linear in the input, no regular expressions."""
+    leases = []
+    depth = 0
+    lease = None          # the dict being filled, while inside a top-level lease
+    statement = []
+    for token in _lease_tokens(text):
+        if token == "{":
+            if depth == 0:
+                lease = {} if statement == ["lease"] else None
+            depth += 1
+            statement = []
+        elif token == "}":
+            if depth == 0:
+                statement = []
+                continue
+            depth -= 1
+            if depth == 0 and lease is not None:
+                leases.append(lease)
+                lease = None
+            statement = []
+        elif token == ";":
+            if depth == 1 and lease is not None and statement:
+                if statement[0] == "option" and len(statement) > 1:
+                    key, value = "option " + statement[1], statement[2:]
+                else:
+                    key, value = statement[0], statement[1:]
+                lease.setdefault(key, value)
+            statement = []
+        elif len(statement) < 16:
+            statement.append(token)
+    return leases
+
+
+def _days_from_civil(year, month, day):
+    """Days since 1970-01-01 of a proleptic Gregorian date (no calendar
+    module: it imports datetime and locale)."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _month_days(year, month):
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def lease_expiry(words):
+    """The words of an ``expire`` statement -> seconds since the epoch (UTC),
+    float('inf') for ``never``, or None when they cannot be read.  Forms:
+    ``W YYYY/MM/DD HH:MM:SS`` (dhclient's default, UTC), ``epoch N``
+    (db-time-format local) and ``never``."""
+    if words == ["never"]:
+        return float("inf")
+    if len(words) == 2 and words[0] == "epoch":
+        return wire_number(words[1], 12)
+    if len(words) != 3 or wire_number(words[0], 1) is None:
         return None
+    date, clock = words[1].split("/"), words[2].split(":")
+    if len(date) != 3 or len(clock) != 3:
+        return None
+    year, month, day = (wire_number(part, 4) for part in date)
+    hour, minute, second = (wire_number(part, 2) for part in clock)
+    if None in (year, month, day, hour, minute, second):
+        return None
+    if not (1 <= month <= 12 and 1 <= day <= _month_days(year, month)
+            and hour < 24 and minute < 60 and second <= 60):
+        return None
+    return ((_days_from_civil(year, month, day) * 24 + hour) * 60 + minute) * 60 + second
 
 
 def dhclient_option_245(text, now):
     """dhclient lease file text -> option 245 address of the last lease that
-    has not expired at ``now`` (seconds since the epoch, UTC), or None."""
-    import calendar
-    import re
-
+    has not expired at ``now`` (seconds since the epoch, UTC), or None.  A
+    lease whose ``expire`` is missing or cannot be read (e.g. month 00)
+    counts as expired, as dhclient itself treats it."""
     best = None
-    for block in re.findall(_LEASE_BLOCK, text, re.S):
-        opt = re.search(_OPT_245, block)
-        if not opt:
+    for lease in dhclient_leases(text):
+        value = lease.get("option unknown-245")
+        if not value or len(value) != 1:
             continue
-        exp = re.search(_EXPIRE, block)
-        if exp and not exp.group(7):
-            year, month, day, hour, minute, second = (int(g) for g in exp.groups()[:6])
-            if calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) <= now:
-                continue
-        address = _decode_245(opt.group(1))
+        expiry = lease_expiry(lease.get("expire") or [])
+        if expiry is None or expiry <= now:
+            continue
+        address = _decode_245(value[0])
         if address:
             best = address
     return best
@@ -553,6 +723,7 @@ def split_endpoint(text, default_port=80):
         host, port = text.strip(), str(default_port)
     if not host or not set(host) <= _LABEL_CHARS | frozenset("."):
         raise ValueError("%r is not host[:port]" % text)
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    number = wire_number(port, 5)
+    if number is None or not 0 < number < 65536:
         raise ValueError("%r has a bad port" % text)
-    return host, int(port)
+    return host, number
