@@ -17,6 +17,30 @@ def _fail(state, reason, **details):
     return 1
 
 
+def _wait_for_wireserver(ctx, limit=60.0):
+    """Publishing restarts the DHCP client, and the address may be gone for a
+    moment: return only when the WireServer network-wait found accepts a
+    connection again (bounded), so report-ready starts on a working network."""
+    import time
+
+    text = ctx.state.boot_flag("endpoint") or protocol.WIRESERVER_DEFAULT
+    try:
+        host, port = protocol.split_endpoint(text)
+    except ValueError:
+        return
+    deadline = transport.Deadline(limit)
+    started = time.monotonic()
+    while not transport.can_connect(host, port, min(2.0, max(0.05, deadline.remaining()))):
+        if deadline.remaining() <= 0:
+            log.warning("WireServer %s:%d not reachable %d s after publishing the host name"
+                        % (host, port, limit))
+            return
+        time.sleep(min(0.2, max(0.0, deadline.remaining())))
+    waited = time.monotonic() - started
+    if waited >= 0.1:
+        log.info("WireServer %s:%d reachable again after %.1f s" % (host, port, waited))
+
+
 def run(ctx):
     state = ctx.state
     if not ctx.config[("hostname", "enabled")]:
@@ -45,7 +69,9 @@ def run(ctx):
     except OSError as exc:
         return _fail(state, "cannot set host name %s: %s" % (name, exc))
     if ctx.config[("hostname", "publish")]:
-        published = system.publish_hostname(ctx.paths)
+        published = system.publish_hostname(ctx.paths, name)
+        if ctx.paths.is_host:
+            _wait_for_wireserver(ctx)
     else:
         published = "not published (hostname.publish = no)"
     state.record(STEP, "ok", hostname=name, previous=previous, how=how, published=published)

@@ -11,11 +11,29 @@ from azure_firstboot import log, protocol, system, transport
 STEP = "network-wait"
 
 
+NO_LEASE_YET = "default address; no DHCP lease yet"
+
+
+def _from_leases(ctx, deadline=None):
+    """(address, source) from the DHCP leases; None while there is no lease."""
+    address = system.lease_endpoint(ctx.paths, time.time(), deadline)
+    if address:
+        return address, "DHCP option 245"
+    if not system.any_lease(ctx.paths):
+        return None
+    address = system.nm_lease_endpoint(ctx.paths)
+    if address:
+        return address, "DHCP option 245 (NetworkManager)"
+    return protocol.WIRESERVER_DEFAULT, "default address"
+
+
 def wireserver_endpoint(ctx, wait, deadline=None):
     """(host, port, source): the configured endpoint, else DHCP option 245
-    from the lease files, else 168.63.129.16.  With ``wait``, give a lease
-    up to one second to appear when there is none at all.  Lease files are
-    read within ``deadline``."""
+    from the leases (files; NetworkManager's own view when its internal client
+    holds the lease), else 168.63.129.16.  With ``wait``, give a lease up to
+    one second to appear when there is none at all (then the source is
+    NO_LEASE_YET and run() looks again while it waits).  Lease files are read
+    within ``deadline``."""
     configured = ctx.config[("wireserver", "endpoint")]
     if configured != "auto":
         host, port = protocol.split_endpoint(configured)
@@ -24,12 +42,11 @@ def wireserver_endpoint(ctx, wait, deadline=None):
     if deadline is not None:
         end = min(end, time.monotonic() + max(0.0, deadline.remaining()))
     while True:
-        address = system.lease_endpoint(ctx.paths, time.time(), deadline)
-        if address:
-            return address, 80, "DHCP option 245"
-        if time.monotonic() >= end or system.any_lease(ctx.paths) or (
-                deadline is not None and deadline.remaining() <= 0):
-            return protocol.WIRESERVER_DEFAULT, 80, "default address"
+        found = _from_leases(ctx, deadline)
+        if found:
+            return found[0], 80, found[1]
+        if time.monotonic() >= end or (deadline is not None and deadline.remaining() <= 0):
+            return protocol.WIRESERVER_DEFAULT, 80, NO_LEASE_YET
         time.sleep(0.1)
 
 
@@ -65,6 +82,14 @@ def run(ctx):
             log.info("still waiting for %s:%d to accept a connection (%.0f s)" % (
                 host, port, last_note - started))
         time.sleep(min(0.25, max(0.0, deadline.remaining())))
+        if source == NO_LEASE_YET:
+            # the lease came after we started: it may name another WireServer
+            found = _from_leases(ctx, deadline)
+            if found:
+                source = found[1]
+                if found[0] != host:
+                    host, port = found[0], 80
+                    log.info("DHCP lease names the WireServer %s:%d (%s)" % (host, port, source))
     endpoint = "%s:%d" % (host, port)
     state.set_boot_flag("endpoint", endpoint)
     state.record(STEP, "ok", endpoint=endpoint, source=source,

@@ -57,10 +57,10 @@ def _which(name):
 which = _which  # for the units (user: visudo)
 
 
-def run(argv, timeout=30, stdin=None):
-    """Run a command (argument list, no shell); return (ok, one-line output).
-    ``stdin`` (bytes) is fed to its standard input: the way secrets travel,
-    never on a command line."""
+def run(argv, timeout=30, stdin=None, raw=False):
+    """Run a command (argument list, no shell); return (ok, one-line output),
+    or with ``raw`` (ok, the whole output as text).  ``stdin`` (bytes) is fed
+    to its standard input: the way secrets travel, never on a command line."""
     import subprocess
 
     try:
@@ -74,7 +74,9 @@ def run(argv, timeout=30, stdin=None):
         proc.kill()
         proc.communicate()
         return False, "%s timed out after %d s" % (" ".join(argv), timeout)
-    text = " ".join(out.decode("utf-8", "replace").split())[:300]
+    text = out.decode("utf-8", "replace")
+    if not raw:
+        text = " ".join(text.split())[:300]
     return proc.returncode == 0, text
 
 
@@ -261,6 +263,99 @@ def any_lease(paths):
     return any(".lease" in name for d in DHCLIENT_LEASE_DIRS for name in _listdir(paths(d)))
 
 
+# ----------------------------------------------------------- NetworkManager
+
+NM_RUN = "/run/NetworkManager"
+NM_LEASES = "/var/lib/NetworkManager"
+# one call answers both questions: which devices NetworkManager runs DHCP on,
+# and what their leases say (option 245 as private_245, or unknown_245 when
+# NetworkManager drives dhclient)
+NMCLI_SHOW = ["nmcli", "-t", "-f", "GENERAL.DEVICE,GENERAL.TYPE,GENERAL.STATE,DHCP4",
+              "device", "show"]
+
+
+def parse_nmcli_devices(text):
+    """Terse multi-line ``nmcli -t -f GENERAL.DEVICE,GENERAL.TYPE,GENERAL.STATE,DHCP4
+    device show`` output -> [{"device", "type", "state", "dhcp4": {option: value}}].
+
+    In this mode nmcli prints one "FIELD:value" per line without escaping the
+    value (which may hold colons); a record starts at GENERAL.DEVICE."""
+    devices = []
+    current = None
+    for line in text.splitlines():
+        field, sep, value = line.partition(":")
+        if not sep:
+            continue
+        if field == "GENERAL.DEVICE":
+            current = {"device": value, "type": "", "state": "", "dhcp4": {}}
+            devices.append(current)
+        elif current is None:
+            continue
+        elif field == "GENERAL.TYPE":
+            current["type"] = value
+        elif field == "GENERAL.STATE":
+            current["state"] = value
+        elif field.startswith("DHCP4.OPTION"):
+            key, eq, option = value.partition("=")
+            if eq:
+                current["dhcp4"][key.strip()] = option.strip()
+    return devices
+
+
+def nm_dhcp_devices(devices):
+    """The devices NetworkManager itself activated and runs DHCPv4 on: state
+    exactly "100 (connected)" (not "connected (externally)", as lo and devices
+    configured by another tool are), not loopback, with DHCPv4 lease options."""
+    return [d for d in devices
+            if d["state"].strip() == "100 (connected)" and d["type"] != "loopback"
+            and d["device"] and d["dhcp4"]]
+
+
+def _colon_hex_ip(value):
+    """'a8:3f:81:10' (NetworkManager; dhclient may drop leading zeros: 'a:0:1:2')
+    -> '168.63.129.16', None when it is not four bytes."""
+    parts = value.strip().split(":")
+    if len(parts) != 4:
+        return None
+    try:
+        octets = [int(p, 16) for p in parts]
+    except ValueError:
+        return None
+    if any(not 0 <= o <= 255 or len(p) > 2 or not p for o, p in zip(octets, parts)):
+        return None
+    if octets[0] in (0, 127, 255) or octets[0] >= 224:
+        return None
+    return ".".join(str(o) for o in octets)
+
+
+def nm_option_245(devices):
+    """Option 245 from the DHCPv4 options of NetworkManager's DHCP devices."""
+    for d in nm_dhcp_devices(devices):
+        for key in ("private_245", "unknown_245"):
+            address = _colon_hex_ip(d["dhcp4"].get(key, ""))
+            if address:
+                return address
+    return None
+
+
+def _nm_running(paths):
+    return paths.is_host and os.path.isdir(NM_RUN) and _which("nmcli") is not None
+
+
+def nm_lease_endpoint(paths):
+    """Option 245 as NetworkManager holds it (its internal DHCP client writes no
+    option 245 to its lease file).  Asks nmcli only when NetworkManager runs and
+    has a lease file of its own, so other stacks never pay for a process."""
+    if not _nm_running(paths):
+        return None
+    if not any(".lease" in name for name in _listdir(NM_LEASES)):
+        return None
+    ok, output = run(NMCLI_SHOW, timeout=10, raw=True)
+    return nm_option_245(parse_nmcli_devices(output)) if ok else None
+
+
+# ------------------------------------------------------------------ dhclient
+
 def dhclient_conf_sends_hostname(data):
     """True when dhclient.conf content (bytes or str) has a ``send host-name``
     statement outside comments; only ``\n`` separates lines."""
@@ -298,7 +393,56 @@ def ensure_dhclient_sends_hostname(paths):
         write_atomic(path, updated)
 
 
-def publish_hostname(paths):
+def dhclient_interfaces(pid_files, ifupdown_states):
+    """Interfaces whose dhclient ifupdown started: /run/dhclient.IFACE.pid
+    names (as ifupdown writes them) whose interface ifupdown holds up
+    (/run/network/ifstate.IFACE); (ifupdown's, others)."""
+    ifaces = sorted(n[len("dhclient."):-len(".pid")] for n in pid_files
+                    if n.startswith("dhclient.") and n.endswith(".pid")
+                    and len(n) > len("dhclient..pid"))
+    ours = [i for i in ifaces if "ifstate." + i in ifupdown_states]
+    return ours, [i for i in ifaces if i not in ours]
+
+
+def ifupdown_restart_unit(iface, active):
+    """The systemd unit whose restart makes ifupdown run ifdown + ifup (with its
+    own dhclient arguments) on ``iface``, given ``active``: {unit: is-active
+    answer}.  ifup@IFACE.service (allow-hotplug interfaces) when it is active,
+    else networking.service (auto interfaces; restarting it cycles all of
+    them), else None."""
+    unit = "ifup@%s.service" % iface
+    if active.get(unit) == "active":
+        return unit
+    if active.get("networking.service") == "active":
+        return "networking.service"
+    return None
+
+
+def _publish_dhclient(paths):
+    ensure_dhclient_sends_hostname(paths)
+    ifaces, others = dhclient_interfaces(_listdir("/run"), _listdir("/run/network"))
+    results = ["%s: not restarted (dhclient not started by ifupdown)" % i for i in others]
+    if ifaces and _which("systemctl"):
+        units = ["ifup@%s.service" % i for i in ifaces] + ["networking.service"]
+        _, output = run(["systemctl", "is-active"] + units, timeout=30, raw=True)
+        active = dict(zip(units, output.split()))
+        restart = []
+        for iface in ifaces:
+            unit = ifupdown_restart_unit(iface, active)
+            if unit is None:
+                results.append("%s: not restarted (no active ifupdown unit)" % iface)
+            elif unit not in restart:
+                restart.append(unit)
+        for unit in restart:
+            # PID 1 runs ifdown/ifup in the distro's own unit: the new dhclient
+            # lives in that unit's cgroup, never in ours; systemctl returns when
+            # ifup has its lease again
+            ok, output = run(["systemctl", "restart", unit], timeout=120)
+            results.append("%s%s" % (unit, "" if ok else " failed: " + output))
+    return "ifupdown restart of " + ", ".join(results)
+
+
+def publish_hostname(paths, name):
     """Make the running DHCP client send a request carrying the (new) host
     name, so that Azure DNS registers it.  Returns a one-line summary."""
     if not paths.is_host:
@@ -312,23 +456,20 @@ def publish_hostname(paths):
             ok, output = run(["networkctl", "reconfigure", index])
             results.append("%s%s" % (index, "" if ok else " failed: " + output))
         return "systemd-networkd reconfigure of link " + ", ".join(results)
-    if os.path.isdir("/run/NetworkManager") and _which("nmcli"):
-        ok, output = run(["nmcli", "-t", "-f", "DEVICE,STATE", "device"])
-        devices = [line.split(":")[0] for line in output.split() if line.endswith(":connected")] if ok else []
+    if _nm_running(paths):
+        ok, output = run(NMCLI_SHOW, timeout=30, raw=True)
+        if not ok:
+            return "NetworkManager: nmcli device show failed: %s" % " ".join(output.split())[:200]
         results = []
-        for device in devices:
-            ok, output = run(["nmcli", "device", "reapply", device])
-            results.append("%s%s" % (device, "" if ok else " failed: " + output))
-        return "NetworkManager reapply of " + (", ".join(results) or "no device")
-    pids = [n for n in _listdir("/run") if n.startswith("dhclient.") and n.endswith(".pid")]
-    if pids and _which("dhclient"):
-        ensure_dhclient_sends_hostname(paths)
-        results = []
-        for pid in pids:
-            iface = pid[len("dhclient."):-len(".pid")]
-            lease = "/var/lib/dhcp/dhclient.%s.leases" % iface
-            run(["dhclient", "-x", "-pf", "/run/" + pid])
-            ok, output = run(["dhclient", "-4", "-pf", "/run/" + pid, "-lf", lease, iface], timeout=60)
-            results.append("%s%s" % (iface, "" if ok else " failed: " + output))
-        return "dhclient restarted on " + ", ".join(results)
+        for d in nm_dhcp_devices(parse_nmcli_devices(output)):
+            # NetworkManager's DHCP client takes the name to send only when it
+            # starts, and reapply restarts DHCP only when ipv4 settings differ:
+            # set ipv4.dhcp-hostname on the applied connection (not the profile)
+            ok, output = run(["nmcli", "device", "modify", d["device"],
+                              "ipv4.dhcp-hostname", name], timeout=30)
+            results.append("%s%s" % (d["device"], "" if ok else " failed: " + output))
+        return "NetworkManager DHCP restart (applied ipv4.dhcp-hostname) of " + (
+            ", ".join(results) or "no DHCP device")
+    if any(n.startswith("dhclient.") and n.endswith(".pid") for n in _listdir("/run")):
+        return _publish_dhclient(paths)
     return "no DHCP client found to publish the host name"
