@@ -1,17 +1,22 @@
 #!/bin/bash
-# Build the cached VM base root file system (Debian 12, minbase + base-packages).
-# usage: build-base.sh OUTDIR MIRROR
-# Called by tests/vm/harness.py, which keys the cache on a hash of this script
-# and base-packages. Produces OUTDIR/root (the tree) ready for mkfs.ext4 -d.
+# Build the cached VM base root file system (Debian minbase + base-packages).
+# usage: build-base.sh OUTDIR MIRROR [SUITE [EXTRA,PACKAGES]]
+# SUITE: bookworm (default, Debian 12) or trixie (Debian 13); EXTRA: more packages
+# (comma-separated), e.g. network-manager for the NetworkManager image.
+# Called by tests/vm/harness.py, which keys the cache on a hash of this script,
+# base-packages, the suite and the extra packages. Produces OUTDIR/root (the tree)
+# ready for mkfs.ext4 -d.
 set -euo pipefail
 out=$1
 mirror=$2
+suite=${3:-bookworm}
+extra=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
-pkgs=$(grep -v '^#' "$here/base-packages" | grep . | paste -sd,)
+pkgs=$(grep -v '^#' "$here/base-packages" | grep . | paste -sd,)${extra:+,$extra}
 root=$out/root
 mkdir -p "$out"
 
-debootstrap --variant=minbase --include="$pkgs" bookworm "$root" "$mirror"
+debootstrap --variant=minbase --include="$pkgs" "$suite" "$root" "$mirror"
 
 inroot() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C "$@"; }
 
@@ -19,7 +24,7 @@ inroot() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_
 printf '/dev/vda / ext4 rw,relatime 0 1\n' > "$root/etc/fstab"
 printf 'debian-vm-base\n' > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
-printf 'deb %s bookworm main\n' "$mirror" > "$root/etc/apt/sources.list"
+printf 'deb %s %s main\n' "$mirror" "$suite" > "$root/etc/apt/sources.list"
 
 # systemd-networkd: DHCP on the NIC (net.ifnames=0 on the kernel command line -> eth0).
 # QEMU's user-mode DHCP with restrict=on hands out no router; the lease's /7 subnet

@@ -165,31 +165,48 @@ class Base(object):
         self.root = os.path.join(path, "root")
 
 
-def base_key():
-    return _hash(_file_bytes(os.path.join(HERE, "build-base.sh")),
-                 _file_bytes(os.path.join(HERE, "base-packages")), "bookworm")
+def base_key(suite="bookworm", extra=()):
+    parts = [_file_bytes(os.path.join(HERE, "build-base.sh")),
+             _file_bytes(os.path.join(HERE, "base-packages")), suite]
+    if extra:
+        parts.append(",".join(sorted(extra)))
+    return _hash(*parts)
 
 
-def base_image():
+def base_extra(suite="bookworm", variant="networkd"):
+    """Packages a base gets on top of base-packages: network-manager for the
+    NetworkManager variant; GRUB's EFI images in the Debian 13 base (its UEFI disk).
+    Bases are shared by every image built on them (one debootstrap each)."""
+    extra = []
+    if variant == "nm":
+        extra.append("network-manager")
+    if suite == "trixie":
+        extra.append("grub-efi-amd64-bin")
+    return tuple(extra)
+
+
+def base_image(suite="bookworm", extra=()):
     """The cached debootstrap tree (built on first use; ~1.5-2 min)."""
-    key = base_key()
+    key = base_key(suite, extra)
     path = os.path.join(cache_root(), "base-" + key)
     if os.path.exists(os.path.join(path, "done")):
-        return Base(key, path)
-    with _locked("base"):
+        return _base_used(Base(key, path))
+    with _locked("base-" + key):
         if os.path.exists(os.path.join(path, "done")):
-            return Base(key, path)
+            return _base_used(Base(key, path))
         tmp = path + ".tmp"
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
         os.makedirs(tmp)
         mirror = host_mirror()
-        log("building base image %s (debootstrap bookworm from %s) ..." % (key, mirror))
+        log("building base image %s (debootstrap %s%s from %s) ..." % (
+            key, suite, " + " + ",".join(extra) if extra else "", mirror))
         t0 = time.time()
         with open(os.path.join(tmp, "build.log"), "w") as lf:
             for attempt in (1, 2):  # one retry: a mirror hiccup should not fail CI
                 try:
-                    _run(["bash", os.path.join(HERE, "build-base.sh"), tmp, mirror], logf=lf)
+                    _run(["bash", os.path.join(HERE, "build-base.sh"), tmp, mirror, suite,
+                          ",".join(extra)], logf=lf)
                     break
                 except RuntimeError:
                     if attempt == 2:
@@ -202,18 +219,26 @@ def base_image():
             shutil.rmtree(path)
         os.rename(tmp, path)
         log("base image built in %.0f s" % (time.time() - t0))
-        # old bases are dead weight (~650 MB each); keep those built in the last 2 h,
+        # old bases are dead weight (~650 MB each); keep those used in the last 2 h,
         # a concurrent run (bench) may still copy one
         for old in glob.glob(os.path.join(cache_root(), "base-*")):
             if old == path or old.endswith(".lock") or old.endswith(".tmp"):
                 continue
             try:
-                age = time.time() - os.path.getmtime(os.path.join(old, "done"))
-            except OSError:
+                age = time.time() - max(os.path.getmtime(os.path.join(old, n))
+                                        for n in ("done", "used") if
+                                        os.path.exists(os.path.join(old, n)))
+            except (OSError, ValueError):
                 age = 1e9
             if age > 7200:
                 shutil.rmtree(old, ignore_errors=True)
-    return Base(key, path)
+    return _base_used(Base(key, path))
+
+
+def _base_used(base):
+    with open(os.path.join(base.path, "used"), "w") as f:
+        f.write("%d\n" % time.time())
+    return base
 
 
 class Image(object):
@@ -267,32 +292,39 @@ DEPROVISION_ARGS = ("--machine-id", "--ssh-host-keys", "--hostname")
 
 
 def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
-                customize=None, tag="", layout="whole", instrument=True):
+                customize=None, tag="", layout="whole", instrument=True, suite="bookworm"):
     """Bootable image = base tree + variant + vm-report + deb (dpkg -i) + deprovision.
 
-    variant: "networkd" (systemd-networkd DHCP) or "ifupdown" (ifupdown + ISC dhclient).
+    variant: "networkd" (systemd-networkd DHCP), "ifupdown" (ifupdown + ISC dhclient) or
+    "nm" (NetworkManager with its internal DHCP client).
+    suite: "bookworm" (Debian 12) or "trixie" (Debian 13).
     deb: path of the .deb to install (None: image without the agent).
     deprovision: argv after ``azure-firstboot deprovision`` (None: skip).
     customize: optional callable(root, logfile) run last (bench variants); pass a
     distinct ``tag`` with it, as the callable is not part of the cache key.
     layout: "whole" (ext4 on the whole disk, booted with -kernel/-initrd, root=/dev/vda)
     or "mbr-grub" (MBR partition + GRUB in the MBR gap, boots through the BIOS like an
-    image builder's image; root=/dev/vda1).
+    image builder's image; root=/dev/vda1) or "gpt-efi" (GPT, an EFI system partition
+    with GRUB's EFI image at the removable-media path, ext4 root; boots through UEFI
+    firmware (OVMF); root=/dev/vda2; needs a base with grub-efi-amd64-bin: trixie).
     instrument: install vm-report.service (the VM then reports and powers off by itself).
     """
-    base = base_image()
+    base = base_image(suite, base_extra(suite, variant))
     guest = [_file_bytes(os.path.join(HERE, "guest", n)) for n in sorted(os.listdir(
         os.path.join(HERE, "guest")))]
     key = _hash(base.key, LAYER_VERSION, variant, _file_bytes(deb) if deb else "nodeb",
                 json.dumps(list(deprovision) if deprovision is not None else None),
-                tag, _file_bytes(os.path.abspath(__file__)), layout, str(instrument), *guest)
-    if layout == "mbr-grub":
-        tag = (tag + "-" if tag else "") + "grub"
+                tag, _file_bytes(os.path.abspath(__file__)), layout, str(instrument), suite,
+                *guest)
+    if layout in ("mbr-grub", "gpt-efi"):
+        tag = (tag + "-" if tag else "") + {"mbr-grub": "grub", "gpt-efi": "efi"}[layout]
+    if suite != "bookworm":
+        tag = suite + ("-" + tag if tag else "")
     name = "img-%s-%s" % (variant + ("-" + tag if tag else ""), key)
     path = os.path.join(cache_root(), name)
     img = Image(os.path.join(path, "disk.raw"), os.path.join(path, "vmlinuz"),
                 os.path.join(path, "initrd.img"), fmt="raw", name=name, instrumented=instrument)
-    if layout == "mbr-grub":
+    if layout in ("mbr-grub", "gpt-efi"):
         img.kernel = img.initrd = None
     if os.path.exists(os.path.join(path, "done")):
         return _used(img)
@@ -308,8 +340,9 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
         with open(os.path.join(tmp, "build.log"), "w") as lf:
             _run(["cp", "-a", "--reflink=auto", base.root, root], logf=lf)
             _variant(root, variant, lf)
-            if layout != "mbr-grub":  # GRUB only where it boots the disk
-                _chroot(root, ["dpkg", "--purge", "grub-pc-bin", "grub-common"], lf)
+            if layout == "whole":  # GRUB only where it boots the disk
+                _chroot(root, ["dpkg", "--purge", "grub-efi-amd64-bin", "grub-pc-bin",
+                               "grub-common"], lf)
             if instrument:  # test-only: report + power off
                 _instrument(root, lf)
             if deb:
@@ -340,6 +373,8 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
                 shutil.copy(target, os.path.join(tmp, out))
             if layout == "mbr-grub":
                 _mbr_grub_disk(root, os.path.join(tmp, "disk.raw"), lf)
+            elif layout == "gpt-efi":
+                _gpt_efi_disk(root, os.path.join(tmp, "disk.raw"), lf)
             else:
                 _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", root,
                       os.path.join(tmp, "disk.raw"), "2G"], logf=lf)
@@ -407,6 +442,83 @@ def _mbr_grub_disk(root, disk, lf):
         f.write(core)
 
 
+ESP_SIZE = 32 << 20
+ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+LINUX_FS_TYPE = "0fc63daf-8483-4772-8e79-3d69d8477de4"
+
+
+def _gpt(disk_size, parts):
+    """(primary, backup) GPT bytes for parts [(type_uuid, first_lba, last_lba, name)]:
+    protective MBR + header + entries at LBA 0-33, entries + header in the last 33."""
+    import zlib
+    lbas = disk_size // 512
+    entries = b""
+    for type_uuid, first, last, name in parts:
+        entries += struct.pack("<16s16sQQQ72s", uuidlib.UUID(type_uuid).bytes_le,
+                               uuidlib.uuid4().bytes_le, first, last, 0,
+                               name.encode("utf-16-le"))
+    entries = entries.ljust(128 * 128, b"\0")
+    disk_guid = uuidlib.uuid4().bytes_le
+
+    def header(current, backup, entries_lba):
+        h = struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, current, backup,
+                        34, lbas - 34, disk_guid, entries_lba, 128, 128,
+                        zlib.crc32(entries) & 0xffffffff)
+        h = h[:16] + struct.pack("<I", zlib.crc32(h) & 0xffffffff) + h[20:]
+        return h.ljust(512, b"\0")
+
+    mbr = bytearray(512)
+    mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\0\x02\0", 0xEE, b"\xfe\xff\xff", 1,
+                               min(lbas - 1, 0xffffffff))
+    mbr[510:512] = b"\x55\xaa"
+    primary = bytes(mbr) + header(1, lbas - 1, 2) + entries
+    backup = entries + header(lbas - 1, 1, lbas - 33)
+    return primary, backup
+
+
+def _gpt_efi_disk(root, disk, lf):
+    """A UEFI-bootable disk without loop devices or mounts, as an image builder makes
+    for Azure's generation 2 VMs: GPT, an EFI system partition (FAT, mkfs.vfat + mtools)
+    holding GRUB's EFI image (grub-mkimage in the image's chroot) at the removable-media
+    path EFI/BOOT/BOOTX64.EFI, and the ext4 root (mkfs.ext4 -d) as partition 2."""
+    kver = os.path.basename(os.readlink(os.path.join(root, "vmlinuz"))).split("-", 1)[1]
+    with open(os.path.join(root, "etc/fstab"), "w") as f:
+        f.write("/dev/vda2 / ext4 rw,relatime 0 1\n")
+    os.makedirs(os.path.join(root, "boot/grub"), exist_ok=True)
+    with open(os.path.join(root, "boot/grub/grub.cfg"), "w") as f:
+        f.write("serial --unit=0 --speed=115200\nterminal_input serial\n"
+                "terminal_output serial\nset timeout=0\n"
+                "linux /boot/vmlinuz-%s root=/dev/vda2 rw console=ttyS0 net.ifnames=0 "
+                "panic=-1\ninitrd /boot/initrd.img-%s\nboot\n" % (kver, kver))
+    _chroot(root, ["grub-mkimage", "-O", "x86_64-efi", "-o", "/tmp/BOOTX64.EFI",
+                   "-p", "(hd0,gpt2)/boot/grub", "part_gpt", "ext2", "fat", "normal",
+                   "linux", "serial", "terminal", "efi_gop", "all_video"], lf)
+    efi = os.path.join(root, "tmp/BOOTX64.EFI")
+    esp = disk + ".esp"
+    _run(["mkfs.vfat", "-C", "-n", "ESP", esp, str(ESP_SIZE // 1024)], logf=lf)
+    _run(["mmd", "-i", esp, "::/EFI", "::/EFI/BOOT"], logf=lf)
+    _run(["mcopy", "-i", esp, efi, "::/EFI/BOOT/BOOTX64.EFI"], logf=lf)
+    os.unlink(efi)
+    root_start = PART_START + ESP_SIZE
+    root_size = DISK_SIZE - root_start - (1 << 20)
+    part = disk + ".part"
+    _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", root, part,
+          "%dK" % (root_size // 1024)], logf=lf)
+    with open(disk, "wb") as f:
+        f.truncate(DISK_SIZE)
+    for src, off in ((esp, PART_START), (part, root_start)):
+        _run(["dd", "if=" + src, "of=" + disk, "bs=1M", "seek=%d" % (off >> 20),
+              "conv=notrunc,sparse", "status=none"], logf=lf)
+        os.unlink(src)
+    primary, backup = _gpt(DISK_SIZE, [
+        (ESP_TYPE, PART_START // 512, root_start // 512 - 1, "EFI system partition"),
+        (LINUX_FS_TYPE, root_start // 512, (root_start + root_size) // 512 - 1, "root")])
+    with open(disk, "r+b") as f:
+        f.write(primary)
+        f.seek(DISK_SIZE - len(backup))
+        f.write(backup)
+
+
 def image_hostname(img):
     """The image's /etc/hostname as built ("" when deprovision removed it)."""
     try:
@@ -432,6 +544,15 @@ def _variant(root, variant, lf):
         with open(os.path.join(root, "etc/network/interfaces.d/eth0"), "w") as f:
             f.write("auto eth0\niface eth0 inet dhcp\n")
         _chroot(root, ["systemctl", "enable", "networking.service"], lf)
+    elif variant == "nm":
+        # NetworkManager (internal DHCP client, its default) makes "Wired connection 1"
+        # for eth0 by itself; its wait-online unit holds network-online.target
+        _chroot(root, ["dpkg", "--purge", "ifupdown", "isc-dhcp-client", "isc-dhcp-common"], lf)
+        _chroot(root, ["systemctl", "disable", "systemd-networkd.service",
+                       "systemd-networkd.socket", "systemd-networkd-wait-online.service"], lf)
+        os.unlink(os.path.join(root, "etc/systemd/network/10-eth.network"))
+        _chroot(root, ["systemctl", "enable", "NetworkManager.service",
+                       "NetworkManager-wait-online.service"], lf)
     else:
         raise ValueError("unknown variant %r" % variant)
 
@@ -442,7 +563,7 @@ def prune_images(keep, max_age=3600):
     still boot an older one). Tagged images (bench variants) are their owner's business."""
     keep = set(os.path.dirname(i.disk) for i in keep)
     for d in glob.glob(os.path.join(cache_root(), "img-*")):
-        if d in keep or not re.match(r"img-(networkd|ifupdown)(-grub)?-[0-9a-f]{16}$",
+        if d in keep or not re.match(r"img-(networkd|ifupdown|nm)(-trixie)?(-grub|-efi)?-[0-9a-f]{16}$",
                                      os.path.basename(d)):
             continue
         try:

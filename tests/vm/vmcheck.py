@@ -75,8 +75,10 @@ class Ctx(object):
         self.workdir = workdir
         self.images = images
         self.lock = threading.Lock()
-        self.s1 = None  # (boot, fabric scenario) of scenario 1, reused by 2 and 3
-        self.s1_done = threading.Event()
+        # (boot, fabric scenario) of a first boot (1: Debian 12, 13: Debian 13),
+        # whose disk the reboot and clone scenarios boot again
+        self.first = {"1": None, "13": None}
+        self.first_done = {"1": threading.Event(), "13": threading.Event()}
 
 
 def run_boot(ctx, res, name, scenario, vm_id=None, image=None, overlay=None,
@@ -107,11 +109,25 @@ def _timing(res, boot):
 
 
 def guest_ok(res, boot):
-    """The boot ended by itself with a guest report."""
-    return res.check(boot.how == "poweroff" and boot.report is not None,
-                     "%s: boot ended by %s without a guest report (serial log %s)"
-                     % (os.path.basename(boot.workdir), boot.how,
-                        boot.serial_log))
+    """The boot ended by itself with a guest report; no process left in our units."""
+    ok = res.check(boot.how == "poweroff" and boot.report is not None,
+                   "%s: boot ended by %s without a guest report (serial log %s)"
+                   % (os.path.basename(boot.workdir), boot.how,
+                      boot.serial_log))
+    if ok:
+        no_leftovers(res, boot)
+    return ok
+
+
+def no_leftovers(res, boot):
+    """After our units finished, none of their cgroups holds a process (e.g. a DHCP
+    client restarted from the hostname unit would live on in its cgroup)."""
+    procs = boot.report.get("cgroup_procs")
+    if not res.check(procs is not None, "guest report has no cgroup_procs"):
+        return
+    left = {u: p.split() for u, p in procs.items() if (p or "").strip()}
+    res.check(not left, "process(es) left in our units' cgroups: %s\n%s" % (
+        left, boot.report.get("cgls", "")[-3000:]))
 
 
 def units_succeeded(res, boot, allow_skip=()):
@@ -190,10 +206,15 @@ def scen(name, **kw):
     return s
 
 
-def s1_first_boot(ctx, res):
-    sc = scen("vmcheck-first")
+def s1_first_boot(ctx, res, sid="1", image="networkd", name="1-first-boot"):
+    done = ctx.first_done.get(sid) or threading.Event()
+    if image not in ctx.images:
+        done.set()
+        res.skipped = "no %s image: %s" % (image, ctx.images_error.get(image))
+        return
+    sc = scen("vmcheck-first" if sid == "1" else "vmcheck-first-%s" % sid)
     try:
-        boot = run_boot(ctx, res, "1-first-boot", sc)
+        boot = run_boot(ctx, res, name, sc, image=ctx.images[image])
         provisioned(res, boot, sc)
         # the image was deprovisioned with --ssh-host-keys
         if boot.report:
@@ -206,27 +227,28 @@ def s1_first_boot(ctx, res):
             res.note("failed units (not ours): %s" % ", ".join(
                 l.split()[0] for l in failed.splitlines() if l.strip()))
         if res.ok:
-            ctx.s1 = (boot, sc)
+            ctx.first[sid] = (boot, sc)
     finally:
-        ctx.s1_done.set()
+        done.set()
 
 
-def _need_s1(ctx, res):
-    ctx.s1_done.wait()
-    if ctx.s1 is None:
-        res.skipped = "scenario 1 failed; its disk is what this scenario boots again"
+def _need_s1(ctx, res, sid="1"):
+    ctx.first_done[sid].wait()
+    if ctx.first[sid] is None:
+        res.skipped = "scenario %s failed; its disk is what this scenario boots again" % sid
         return None
-    return ctx.s1
+    return ctx.first[sid]
 
 
-def s2_reboot(ctx, res):
-    s1 = _need_s1(ctx, res)
+def s2_reboot(ctx, res, sid="1", image="networkd", name="2-reboot"):
+    s1 = _need_s1(ctx, res, sid)
     if not s1:
         return
     boot1, sc1 = s1
-    ov = h.copy_overlay(boot1.overlay, os.path.join(ctx.workdir, "2-reboot.qcow2"))
+    ov = h.copy_overlay(boot1.overlay, os.path.join(ctx.workdir, name + ".qcow2"))
     sc = dict(sc1)
-    boot = run_boot(ctx, res, "2-reboot", sc, vm_id=sc1["vm_id"], overlay=ov)
+    boot = run_boot(ctx, res, name, sc, vm_id=sc1["vm_id"], overlay=ov,
+                    image=ctx.images[image])
     if not guest_ok(res, boot):
         return
     ws = ws_requests(boot.records)
@@ -246,14 +268,14 @@ def s2_reboot(ctx, res):
     res.note("our units took %.2f s" % sum(boot.timeline["units_s"].values()))
 
 
-def s3_clone(ctx, res):
-    s1 = _need_s1(ctx, res)
+def s3_clone(ctx, res, sid="1", image="networkd", name="3-clone"):
+    s1 = _need_s1(ctx, res, sid)
     if not s1:
         return
     boot1, sc1 = s1
-    ov = h.copy_overlay(boot1.overlay, os.path.join(ctx.workdir, "3-clone.qcow2"))
-    sc = scen("vmcheck-clone")
-    boot = run_boot(ctx, res, "3-clone", sc, overlay=ov)
+    ov = h.copy_overlay(boot1.overlay, os.path.join(ctx.workdir, name + ".qcow2"))
+    sc = scen("vmcheck-clone" if sid == "1" else "vmcheck-clone-%s" % sid)
+    boot = run_boot(ctx, res, name, sc, overlay=ov, image=ctx.images[image])
     provisioned(res, boot, sc)
     # a clone keeps the disk's host keys: nothing to generate
     if boot.report:
@@ -348,16 +370,15 @@ NS_SUBNET = "10.99.0"
 NS_WIRESERVER = NS_SUBNET + ".2"  # the non-default WireServer announced by option 245
 
 
-def s9_ifupdown_option245(ctx, res):
-    if "ifupdown" not in ctx.images:
-        res.skipped = "no ifupdown image: %s" % ctx.images_error.get("ifupdown")
+def s9_ifupdown_option245(ctx, res, image="ifupdown", name="9-ifupdown-opt245"):
+    if image not in ctx.images:
+        res.skipped = "no %s image: %s" % (image, ctx.images_error.get(image))
         return
     why = netns_unavailable()
     if why:
         res.skipped = why
         return
-    sc = scen("vmcheck-opt245")
-    name = "9-ifupdown-opt245"
+    sc = scen("vmcheck-opt245" if image == "ifupdown" else "vmcheck-opt245-" + image)
     wd = os.path.join(ctx.workdir, name)
     os.makedirs(wd, exist_ok=True)
     ns = h.Netns(wd, subnet=NS_SUBNET, dhcp_options=["245,%s" % NS_WIRESERVER],
@@ -370,7 +391,7 @@ def s9_ifupdown_option245(ctx, res):
     with ns:
         with h.Fabric(wd, sc, name="fabric", netns=ns.name,
                       wireserver=NS_WIRESERVER + ":80", imds=h.IMDS_IP + ":80") as fab:
-            boot = h.boot(ctx.images["ifupdown"], wd, "vm", sc["vm_id"], fabric=fab,
+            boot = h.boot(ctx.images[image], wd, "vm", sc["vm_id"], fabric=fab,
                           netns=ns.name, tap=ns.tap, timeout=BOOT_TIMEOUT)
             boot.records = fab.records()
             boot.fabric_t0 = fab.t0_wall
@@ -380,26 +401,65 @@ def s9_ifupdown_option245(ctx, res):
     _timing(res, boot)
     provisioned(res, boot, sc)
     if boot.report:
-        lease = "\n".join(v or "" for v in boot.report.get("leases", {}).values())
-        res.check("unknown-245" in lease, "dhclient lease has no option 245")
+        if image == "ifupdown":
+            lease = "\n".join(v or "" for v in boot.report.get("leases", {}).values())
+            res.check("unknown-245" in lease, "dhclient lease has no option 245")
+            dhcp_client_in_ifupdown_unit(res, boot)
+        else:  # NetworkManager: its internal client's lease file has no option 245
+            res.check("private_245" in (boot.report.get("nmcli") or ""),
+                      "nmcli shows no private_245: %s" % (boot.report.get("nmcli") or "")[:500])
+            res.check("DHCP option 245 (NetworkManager)" in (boot.report.get("journal") or ""),
+                      "network-wait did not take option 245 from NetworkManager")
         st = boot.report.get("status_json", {}).get("out") or ""
         res.check(NS_WIRESERVER in st, "status --json does not name %s: %s" % (
             NS_WIRESERVER, st[:300]))
 
 
-def s10_vmtest_bios_image(ctx, res):
+def cgls_processes(text):
+    """systemd-cgls output -> [(unit, "PID command line")]."""
+    out, unit = [], None
+    for line in text.splitlines():
+        item = line.lstrip("\u2502\u251c\u2514\u2500 |`-")
+        if re.match(r"^\S+\.(service|scope)$", item):
+            unit = item
+        elif re.match(r"^\d+ ", item):
+            out.append((unit, item))
+    return out
+
+
+def dhcp_client_in_ifupdown_unit(res, boot):
+    """The restarted dhclient runs in ifupdown's own unit, with ifupdown's arguments."""
+    cgls = boot.report.get("cgls") or ""
+    dh = [(u, p) for u, p in cgls_processes(cgls) if "dhclient" in p.split()[1]]
+    res.check(any(u in ("networking.service", "ifup@eth0.service") for u, _ in dh),
+              "no dhclient in ifupdown's units: %s" % (dh or cgls[-2000:]))
+    journal = boot.report.get("journal") or ""
+    res.check("ifupdown restart of networking.service" in journal
+              or "ifupdown restart of ifup@eth0.service" in journal,
+              "the hostname unit did not hand the DHCP restart to ifupdown")
+
+
+OVMF = "/usr/share/ovmf/OVMF.fd"
+
+
+def s10_vmtest_bios_image(ctx, res, key="grub", name="10-vm-test", firmware=None,
+                          computer_name="vmtest-bios"):
     """make vm-test on an image-builder-style disk: MBR + GRUB, no test instrumentation,
-    booted through the BIOS; first boot, then a reboot of the same disk and VM id."""
+    booted through the BIOS (or GPT + ESP + GRUB's EFI image through OVMF: 16); first
+    boot, then a reboot of the same disk and VM id."""
     import vmtest
-    if "grub" not in ctx.images:
-        res.skipped = "no GRUB image: %s" % ctx.images_error.get("grub")
+    if key not in ctx.images:
+        res.skipped = "no %s image: %s" % (key, ctx.images_error.get(key))
         return
-    wd = os.path.join(ctx.workdir, "10-vm-test")
+    if firmware and not os.path.exists(firmware):
+        res.skipped = "%s missing (Debian package ovmf, see .ci/apt-packages)" % firmware
+        return
+    wd = os.path.join(ctx.workdir, name)
     args = argparse.Namespace(
-        image=ctx.images["grub"].disk, kernel=None, initrd=None, append=None,
-        computer_name="vmtest-bios", vm_id=None, scenario=None, reboot=True,
+        image=ctx.images[key].disk, kernel=None, initrd=None, append=None,
+        computer_name=computer_name, vm_id=None, scenario=None, reboot=True,
         no_asset_tag=False, timeout=BOOT_TIMEOUT, settle=5, reboot_wait=45,
-        disk_if="virtio", firmware=None, mem=1024, workdir=wd)
+        disk_if="virtio", firmware=firmware, mem=1024, workdir=wd)
     r = vmtest.run(args, quiet=True)
     res.failures += r.failures
     res.notes += r.notes
@@ -408,6 +468,38 @@ def s10_vmtest_bios_image(ctx, res):
     if not r.ok:
         res.failures.append("make vm-test failed, see %s/vm-test.txt" % wd)
         res.boots += r.boots
+
+
+def s11_nm_first_boot(ctx, res):
+    s1_first_boot(ctx, res, sid="11", image="nm", name="11-nm-first-boot")
+    boot = res.boots[-1] if res.boots else None
+    if boot and boot.report:
+        journal = boot.report.get("journal") or ""
+        res.check("NetworkManager DHCP restart (applied ipv4.dhcp-hostname) of eth0;" in journal
+                  or "NetworkManager DHCP restart (applied ipv4.dhcp-hostname) of eth0 " in journal,
+                  "the hostname unit did not restart NetworkManager's DHCP on eth0 (and only "
+                  "there: not lo)")
+
+
+def s12_nm_option245(ctx, res):
+    s9_ifupdown_option245(ctx, res, image="nm", name="12-nm-opt245")
+
+
+def s13_trixie_first(ctx, res):
+    s1_first_boot(ctx, res, sid="13", image="trixie", name="13-trixie-first-boot")
+
+
+def s14_trixie_reboot(ctx, res):
+    s2_reboot(ctx, res, sid="13", image="trixie", name="14-trixie-reboot")
+
+
+def s15_trixie_clone(ctx, res):
+    s3_clone(ctx, res, sid="13", image="trixie", name="15-trixie-clone")
+
+
+def s16_vmtest_uefi_image(ctx, res):
+    s10_vmtest_bios_image(ctx, res, key="efi", name="16-vm-test-uefi", firmware=OVMF,
+                          computer_name="vmtest-uefi")
 
 
 def missing_tools():
@@ -444,9 +536,16 @@ SCENARIOS = [
     ("8", "not on Azure (no asset tag)", s8_not_azure),
     ("9", "ifupdown+dhclient, option 245", s9_ifupdown_option245),
     ("10", "make vm-test: BIOS/GRUB image + reboot", s10_vmtest_bios_image),
+    ("11", "NetworkManager (internal DHCP)", s11_nm_first_boot),
+    ("12", "NetworkManager, option 245", s12_nm_option245),
+    ("13", "Debian 13 (networkd): first boot", s13_trixie_first),
+    ("14", "Debian 13: reboot, same VM id", s14_trixie_reboot),
+    ("15", "Debian 13: clone", s15_trixie_clone),
+    ("16", "make vm-test: UEFI/GPT image + reboot", s16_vmtest_uefi_image),
 ]
 # long scenarios first, so the two workers finish together
-ORDER = ["1", "4", "6", "2", "3", "9", "10", "5", "7a", "7b", "7c", "8"]
+ORDER = ["1", "4", "6", "13", "2", "3", "14", "15", "9", "10", "16", "11", "12", "5", "7a",
+         "7b", "7c", "8"]
 
 
 def main(argv=None):
@@ -481,20 +580,34 @@ def main(argv=None):
             images["ifupdown"] = h.build_image("ifupdown", deb=os.path.abspath(deb))
         except Exception as e:
             images_error["ifupdown"] = str(e)[:300]
-    if "10" in want:
+    extra = []  # (key, scenarios needing it, build_image keywords)
+    extra.append(("grub", ("10",), dict(layout="mbr-grub", instrument=False)))
+    extra.append(("nm", ("11", "12"), dict(variant="nm")))
+    extra.append(("trixie", ("13", "14", "15"), dict(suite="trixie")))
+    extra.append(("efi", ("16",), dict(suite="trixie", layout="gpt-efi", instrument=False)))
+    todo = [(k, kw) for k, sids, kw in extra if any(s in want for s in sids)]
+
+    def build(item):
+        k, kw = item
+        kw = dict(kw)
         try:
-            images["grub"] = h.build_image("networkd", deb=os.path.abspath(deb),
-                                           layout="mbr-grub", instrument=False)
+            images[k] = h.build_image(kw.pop("variant", "networkd"), deb=os.path.abspath(deb),
+                                      **kw)
         except Exception as e:
-            images_error["grub"] = str(e)[:300]
+            images_error[k] = str(e)[:300]
+    # two at a time (2 cores): a cold cache debootstraps the Debian 13 and the
+    # NetworkManager bases side by side
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        list(ex.map(build, todo))
     h.prune_images(images.values())
     t_images = time.time() - t
     ctx = Ctx(args.workdir, images)
     ctx.images_error = images_error
     # a deprovisioned image has no name of its own: systemd's fallback "localhost"
     ctx.deprovisioned_hostname = h.image_hostname(images["networkd"]) or "localhost"
-    if "1" not in want:
-        ctx.s1_done.set()
+    for sid in ctx.first_done:
+        if sid not in want:
+            ctx.first_done[sid].set()
 
     results = {}
     funcs = {sid: (title, fn) for sid, title, fn in SCENARIOS}
