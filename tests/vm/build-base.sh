@@ -12,7 +12,7 @@ mirror=$2
 suite=${3:-bookworm}
 extra=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
-pkgs=$(grep -v '^#' "$here/base-packages" | grep . | paste -sd,)${extra:+,$extra}
+pkgs=$(grep -v '^#' "$here/base-packages" | grep . | paste -sd,)
 root=$out/root
 mkdir -p "$out"
 
@@ -25,6 +25,14 @@ printf '/dev/vda / ext4 rw,relatime 0 1\n' > "$root/etc/fstab"
 printf 'debian-vm-base\n' > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 printf 'deb %s %s main\n' "$mirror" "$suite" > "$root/etc/apt/sources.list"
+
+# Extra packages with apt, not debootstrap: debootstrap configures its packages in
+# one dpkg pass, in which network-manager's polkitd (adduser, sysusers) fails.
+if [ -n "$extra" ]; then
+    inroot apt-get update -q
+    inroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        $(printf '%s' "$extra" | tr , ' ')
+fi
 
 # systemd-networkd: DHCP on the NIC (net.ifnames=0 on the kernel command line -> eth0).
 # QEMU's user-mode DHCP with restrict=on hands out no router; the lease's /7 subnet

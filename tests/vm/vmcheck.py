@@ -125,6 +125,9 @@ def no_leftovers(res, boot):
     procs = boot.report.get("cgroup_procs")
     if not res.check(procs is not None, "guest report has no cgroup_procs"):
         return
+    res.check((boot.report.get("cgroup_control") or "").strip() != "",
+              "vm-report.service's own cgroup.procs is empty or missing: the cgroup check "
+              "looks in the wrong place")
     left = {u: p.split() for u, p in procs.items() if (p or "").strip()}
     res.check(not left, "process(es) left in our units' cgroups: %s\n%s" % (
         left, boot.report.get("cgls", "")[-3000:]))
