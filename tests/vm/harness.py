@@ -341,8 +341,8 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
             _run(["cp", "-a", "--reflink=auto", base.root, root], logf=lf)
             _variant(root, variant, lf)
             if layout == "whole":  # GRUB only where it boots the disk
-                _chroot(root, ["dpkg", "--purge", "grub-efi-amd64-bin", "grub-pc-bin",
-                               "grub-common"], lf)
+                _chroot(root, ["dpkg", "--purge", "grub-efi-amd64-unsigned",
+                               "grub-efi-amd64-bin", "grub-pc-bin", "grub-common"], lf)
             if instrument:  # test-only: report + power off
                 _instrument(root, lf)
             if deb:

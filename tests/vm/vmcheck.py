@@ -423,8 +423,9 @@ def cgls_processes(text):
     out, unit = [], None
     for line in text.splitlines():
         item = line.lstrip("\u2502\u251c\u2514\u2500 |`-")
-        if re.match(r"^\S+\.(service|scope)$", item):
-            unit = item
+        m = re.match(r"^(\S+\.(service|scope))( |$)", item)
+        if m:
+            unit = m.group(1)
         elif re.match(r"^\d+ ", item):
             out.append((unit, item))
     return out
@@ -433,7 +434,8 @@ def cgls_processes(text):
 def dhcp_client_in_ifupdown_unit(res, boot):
     """The restarted dhclient runs in ifupdown's own unit, with ifupdown's arguments."""
     cgls = boot.report.get("cgls") or ""
-    dh = [(u, p) for u, p in cgls_processes(cgls) if "dhclient" in p.split()[1]]
+    dh = [(u, p) for u, p in cgls_processes(cgls) if p.split()[1:2] == ["dhclient"]
+          or p.split()[1:2] == ["/sbin/dhclient"]]
     res.check(any(u in ("networking.service", "ifup@eth0.service") for u, _ in dh),
               "no dhclient in ifupdown's units: %s" % (dh or cgls[-2000:]))
     journal = boot.report.get("journal") or ""
