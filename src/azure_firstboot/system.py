@@ -32,7 +32,7 @@ def read_identity(paths):
     try:
         raw = read_text(paths(DMI + "product_uuid"), 4096)
     except OSError as exc:
-        raw, problem = None, "cannot read %s" % describe(exc)
+        raw, problem = None, "cannot read %s: %s" % (exc.filename, exc.strerror or exc)
     else:
         problem = "cannot read %s (not root?)" % paths(DMI + "product_uuid")
     if raw is None:
