@@ -34,11 +34,11 @@ demo:
 # Side-by-side boot -> Ready (ours, the seed's sample, waagent, cloud-init, + the
 # ours-nosandbox experiment; 5 interleaved boots each under QEMU/TCG, ~25 min) + host
 # micro-benchmark: writes bench/results.json,
-# prints the table and rewrites the Benchmarks table in README.md (bench/run.py).
+# prints the table and rewrites the generated table in docs/benchmarks.md (bench/run.py).
 BENCH_RUNS     ?= 5
 BENCH_VARIANTS ?= ours,sample,waagent,cloud-init,ours-nosandbox
 bench: deb
-	$(PY) bench/run.py --runs $(BENCH_RUNS) --variants $(BENCH_VARIANTS) --readme
+	$(PY) bench/run.py --runs $(BENCH_RUNS) --variants $(BENCH_VARIANTS) --docs
 
 # One boot of ours + one micro run; checks every figure is measured (for make check).
 bench-smoke: deb

@@ -1,0 +1,115 @@
+"""The image-building examples (examples/), checked as far as this machine can
+without Azure or Packer: the shell parses (POSIX sh for generalize.sh, which Packer
+runs with sh), it calls only what our CLI has, and the Packer template is
+consistent with the script it runs. tests/pkg/test_examples_chroot.py runs
+generalize.sh for real in a Debian 12 chroot with waagent installed."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from azure_firstboot import cli
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EX = os.path.join(TOP, "examples")
+GENERALIZE = os.path.join(EX, "generalize.sh")
+PACKER = os.path.join(EX, "packer", "azure-firstboot.pkr.hcl")
+AZ = os.path.join(EX, "az-cli", "build-image.sh")
+
+
+def read(path):
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def code(text):
+    """Shell text without comment lines (and trailing comments after '  #')."""
+    return "\n".join(re.sub(r"\s+#\s.*$", "", l) for l in text.splitlines() if not l.lstrip().startswith("#"))
+
+
+@pytest.mark.parametrize("shell, path", [
+    ("sh", GENERALIZE), ("dash", GENERALIZE), ("bash", GENERALIZE), ("bash", AZ)])
+def test_scripts_parse(shell, path):
+    if not shutil.which(shell):
+        pytest.skip("%s not installed" % shell)
+    out = subprocess.run([shell, "-n", path], stderr=subprocess.PIPE, universal_newlines=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_generalize_calls_our_cli_with_flags_it_has():
+    calls = re.findall(r"^\s*azure-firstboot\s+(.*)$", code(read(GENERALIZE)), re.M)
+    assert calls == ["deprovision --force"]
+    for call in calls:
+        command, *flags = call.split()
+        assert command in cli.COMMANDS
+        assert set(flags) <= set(cli.COMMAND_FLAGS[command])
+
+
+def test_no_waagent_deprovision_anywhere():
+    for path in (GENERALIZE, PACKER, AZ):
+        body = code(read(path))
+        assert "waagent -" not in body and "waagent -force" not in body, path
+
+
+def test_generalize_is_strict_and_needs_root():
+    text = read(GENERALIZE)
+    assert "set -eu" in text and 'id -u' in text
+    # Packer runs it with sh: no bash-only syntax
+    body = code(text)
+    for bashism in ("[[", "function ", "pipefail", "${!", "<<<", "$'"):
+        assert bashism not in body, bashism
+
+
+def test_packer_template_runs_the_script_with_what_it_needs():
+    hcl = read(PACKER)
+    assert re.search(r'^source "azure-arm" "(\w+)"', hcl, re.M)
+    name = re.search(r'^source "azure-arm" "(\w+)"', hcl, re.M).group(1)
+    assert 'sources = ["source.azure-arm.%s"]' % name in hcl
+    # braces balance (outside strings)
+    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', '""', code(hcl))
+    assert stripped.count("{") == stripped.count("}")
+    # the script path resolves from the template's directory (Packer's path.root)
+    script = re.search(r'script\s*=\s*"\$\{path\.root\}/([^"]+)"', hcl).group(1)
+    assert os.path.isfile(os.path.normpath(os.path.join(os.path.dirname(PACKER), script)))
+    # every variable used is declared
+    used = set(re.findall(r"\bvar\.(\w+)", hcl))
+    declared = set(re.findall(r'^variable "(\w+)"', hcl, re.M))
+    assert used and used <= declared, used - declared
+    # the script's required inputs are passed
+    env = re.search(r"environment_vars\s*=\s*\[(.*?)\]", hcl, re.S).group(1)
+    for var in ("PACKAGE", "BUILD_USER"):
+        assert '"%s=' % var in env
+        assert "${%s" % var in read(GENERALIZE)
+    assert "${build.User}" in env
+    # the file provisioner puts the package where PACKAGE points
+    assert 'destination = "/tmp/${basename(var.package)}"' in hcl
+    assert '"PACKAGE=/tmp/${basename(var.package)}"' in env
+    # the build user is gone afterwards: Packer must not try to clean up over SSH
+    assert re.search(r"skip_clean\s*=\s*true", hcl)
+    assert "sudo -E sh" in hcl
+
+
+def test_packer_default_package_is_what_make_deb_builds():
+    version = re.search(r"^version\s*=\s*(\S+)", read(os.path.join(TOP, "setup.cfg")), re.M).group(1)
+    assert 'default     = "dist/azure-firstboot_%s_all.deb"' % version in read(PACKER)
+
+
+def test_az_example_creates_vms_without_the_agent():
+    body = code(read(AZ)).replace("\\\n", " ")
+    creates = re.findall(r"az vm create([^\n]*)", body)
+    assert len(creates) == 2
+    assert "--enable-agent false" in creates[-1]
+    for step in ("az vm deallocate", "az vm generalize", "az image create"):
+        assert step in body
+    assert "generalize.sh" in body
+
+
+def test_docs_show_the_same_deprovision_command():
+    """One generalization command, the same everywhere."""
+    docs = [os.path.join(TOP, "README.md"), os.path.join(TOP, "docs", "image-building.md")]
+    for path in docs:
+        assert "azure-firstboot deprovision --force" in read(path), path
+    assert "azure-firstboot deprovision --force" in read(GENERALIZE)
