@@ -65,8 +65,12 @@ ROLE_GUID = "b7f5d1e4-3c2a-4f6b-8d9e-0a1b2c3d4e5f"
 DEPLOYMENT_GUID = "4f0d8c7b-2a61-4e3d-9c55-7e1f0a2b3c4d"
 HEALTH_DESCRIPTION_LIMIT = 4096          # bytes, the WireServer's limit
 MAX_REQUEST_BODY = 1024 * 1024           # what the emulator reads at most
-GOALSTATE_BODY_FAULTS = ("truncated", "malformed", "oversized", "doctype_bomb", "unknown_elements")
-IMDS_BODY_FAULTS = ("malformed", "oversized", "no_osprofile", "empty_computer_name")
+GOALSTATE_BODY_FAULTS = ("truncated", "malformed", "oversized", "doctype_bomb", "unknown_elements",
+                         "utf7_encoding", "unknown_encoding", "deeply_nested", "superscript_incarnation",
+                         "c1_container_id")
+IMDS_BODY_FAULTS = ("malformed", "oversized", "no_osprofile", "empty_computer_name", "deeply_nested",
+                    "huge_number")
+DEEPLY_NESTED = 340000                   # elements in a deeply_nested goal state (~1 MB, under the cap)
 
 # api-versions IMDS accepts for /metadata/instance (oldest first).
 IMDS_API_VERSIONS = [
@@ -138,13 +142,32 @@ SCENARIO_KEYS = [
     ("versions_statuses", [], "statuses", "status sequence for GET /?comp=versions"),
     ("goalstate_statuses", [], "statuses", "status sequence for goal state requests"),
     ("health_statuses", [], "statuses", "status sequence for health POSTs (before validation)"),
+    ("goalstate_forever", None, "optstatus",
+     "one status entry answering every goal state request once goalstate_statuses is used up "
+     "(e.g. [503, {\"Retry-After\": \"0\"}]: a storm test); null = off"),
+    ("health_forever", None, "optstatus",
+     "one status entry answering every health POST once health_statuses is used up (e.g. 410); null = off"),
+    ("health_invalid_container", 0, "int",
+     "the next N health POSTs get 400 with Error Code InvalidContainerConfiguration and the goal state "
+     "moves on (incarnation + 1, new ContainerId): only a client that fetches the goal state again is accepted"),
+    ("ws_interim", 0, "int",
+     "the next N WireServer answers are preceded by interim responses (100 Continue, 103 Early Hints)"),
+    ("ws_raw_responses", [], "strlist",
+     "the next WireServer requests (one entry each, before routing) get the entry's text verbatim "
+     "(UTF-8) as the whole response, then the connection closes: broken status lines "
+     "('HTTP/1.1 2\u00b20 OK'), 'Content-Length: -1', '+5', '1_0', bad chunk sizes..."),
+    ("ws_raw_forever", None, "optstr", "like ws_raw_responses, for every request once that list is used up"),
+    ("imds_raw_responses", [], "strlist", "like ws_raw_responses, for IMDS"),
     ("roleinstance_missing", 0, "int", "the next N goal states omit RoleInstanceList (noop shape)"),
     ("bump_incarnation_on_health", 0, "int",
      "the next N judged health POSTs first bump the incarnation, so they are stale -> 410"),
     ("goalstate_body", None, "choice:" + "|".join(GOALSTATE_BODY_FAULTS),
      "broken goal state body: truncated (Content-Length says more, connection closes), "
      "malformed (bad XML), oversized (> oversized_bytes, streamed without Content-Length), "
-     "doctype_bomb (billion laughs), unknown_elements (extra/reordered/whitespace, still valid)"),
+     "doctype_bomb (billion laughs), unknown_elements (extra/reordered/whitespace, still valid), "
+     "utf7_encoding / unknown_encoding (an XML declaration expat cannot read), deeply_nested "
+     "(GoalState + 340,000 unclosed nested elements, ~1 MB), superscript_incarnation "
+     "(<Incarnation>\u00b9</Incarnation>), c1_container_id (a C1 control, U+009B CSI, in ContainerId)"),
     ("goalstate_body_count", None, "optint", "apply goalstate_body to the next N goal states; null = all"),
     # IMDS behaviour
     ("imds_refuse_for", 0.0, "num", "like ws_refuse_for, for IMDS"),
@@ -157,7 +180,8 @@ SCENARIO_KEYS = [
     ("imds_rate_limit", None, "optint", "answer 429 beyond N requests per second; null = off"),
     ("imds_body", None, "choice:" + "|".join(IMDS_BODY_FAULTS),
      "broken instance document: malformed (invalid JSON), oversized (streamed), "
-     "no_osprofile (compute.osProfile absent), empty_computer_name"),
+     "no_osprofile (compute.osProfile absent), empty_computer_name, deeply_nested ('[' x 995), "
+     "huge_number (a 5,000-digit number in compute)"),
     ("imds_body_count", None, "optint", "apply imds_body to the next N JSON instance requests; null = all"),
     ("oversized_bytes", 3 * 1024 * 1024, "int", "size of 'oversized' bodies"),
 ]
@@ -239,6 +263,9 @@ def _check_value(key, value):
         value = list(value)
     elif kind == "statuses":
         value = _check_statuses(key, value)
+    elif kind == "optstatus":
+        if value is not None:
+            value = _check_statuses(key, [value])[0]
     elif kind.startswith("choice:"):
         if value is None and _DEFAULTS[key] is None:
             return None
@@ -618,6 +645,18 @@ class Fabric(object):
             sent += len(chunk)
         h.wfile.write(suffix)
 
+    def _raw_response(self, h, rec, key, forever=None):
+        """Answer with the next raw response text of ``key`` (or ``forever``), verbatim."""
+        raw = self._take(key)
+        if raw is None:
+            raw = forever
+        if raw is None:
+            return
+        _add_fault(rec, "raw_response")
+        h.wfile.write(raw.encode("utf-8"))
+        h.wfile.flush()
+        raise _Drop()
+
     def _sequence_response(self, h, rec, entry, kind):
         """Apply a status-sequence entry; True when the request was answered."""
         if entry is None:
@@ -650,6 +689,14 @@ class Fabric(object):
         if self._take_count("ws_drop"):
             _add_fault(rec, "drop")
             raise _Drop()
+        self._raw_response(h, rec, "ws_raw_responses", s["ws_raw_forever"])
+        if self._take_count("ws_interim"):
+            _add_fault(rec, "interim")
+            h.send_response_only(100)
+            h.end_headers()
+            h.send_response_only(103, "Early Hints")
+            h.send_header("Link", "</machine>; rel=preload")
+            h.end_headers()
         url = urlsplit(h.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         comp = query.get("comp", "").lower()
@@ -671,8 +718,12 @@ class Fabric(object):
             self._send(h, rec, 405, _error_xml("MethodNotAllowed", "The method is not allowed."),
                        "text/xml; charset=utf-8", {"Allow": method})
             return
-        if self._sequence_response(h, rec, self._take(route + "_statuses")
-                                   if route in ("versions", "goalstate", "health") else None, "xml"):
+        entry = None
+        if route in ("versions", "goalstate", "health"):
+            entry = self._take(route + "_statuses")
+            if entry is None and route != "versions":
+                entry = s[route + "_forever"]
+        if self._sequence_response(h, rec, entry, "xml"):
             return
         if route != "versions" and s["require_version_header"]:
             if not h.headers.get("x-ms-version"):
@@ -781,6 +832,22 @@ class Fabric(object):
             cut = doc.index(b"<Container>")
             self._stream(h, rec, 200, ctype, doc[:cut] + b"<!-- ", b"padding ", b" -->\n" + doc[cut:],
                          self._scenario["oversized_bytes"])
+        elif fault in ("utf7_encoding", "unknown_encoding"):
+            name = "utf-7" if fault == "utf7_encoding" else "x-no-such-encoding"
+            doc = self.goal_state_xml(with_role).replace('encoding="utf-8"', 'encoding="%s"' % name, 1)
+            self._send(h, rec, 200, doc.encode("utf-8"), ctype)
+        elif fault == "deeply_nested":
+            doc = self.goal_state_xml(with_role).encode("utf-8")
+            cut = doc.index(b"<Container>")
+            self._send(h, rec, 200, doc[:cut] + b"<a>" * DEEPLY_NESTED, ctype)
+        elif fault == "superscript_incarnation":
+            doc = self.goal_state_xml(with_role)
+            start = doc.index("<Incarnation>") + len("<Incarnation>")
+            doc = doc[:start] + "\u00b9" + doc[doc.index("</Incarnation>"):]
+            self._send(h, rec, 200, doc.encode("utf-8"), ctype)
+        elif fault == "c1_container_id":
+            doc = self.goal_state_xml(with_role).replace("<ContainerId>", "<ContainerId>\u009b2J", 1)
+            self._send(h, rec, 200, doc.encode("utf-8"), ctype)
         elif fault == "doctype_bomb":
             ents = '  <!ENTITY lol0 "lol">\n' + "".join(
                 '  <!ENTITY lol%d "%s">\n' % (i, ("&lol%d;" % (i - 1)) * 10) for i in range(1, 10))
@@ -871,6 +938,17 @@ class Fabric(object):
                    "text/xml; charset=utf-8")
 
     def _ws_health(self, h, rec, body, query):
+        if self._take_count("health_invalid_container"):
+            _add_fault(rec, "invalid_container")
+            with self._lock:
+                self._remember_ids()
+                self._scenario["incarnation"] += 1
+                self._scenario["container_id"] = str(uuid.uuid4())
+                self._remember_ids()
+            self._send(h, rec, 400, _error_xml("InvalidContainerConfiguration",
+                                               "The specified container configuration is invalid."),
+                       "text/xml; charset=utf-8")
+            return
         try:
             report = parse_health(body)
         except ValueError as e:
@@ -1011,6 +1089,7 @@ class Fabric(object):
         if self._take_count("imds_drop"):
             _add_fault(rec, "drop")
             raise _Drop()
+        self._raw_response(h, rec, "imds_raw_responses")
         origin = self._first_imds if s["imds_gone_from"] == "first_request" else 0.0
         if self.now() - origin < s["imds_gone_for"]:
             _add_fault(rec, "imds_gone")
@@ -1106,6 +1185,10 @@ class Fabric(object):
         data = json.dumps(node).encode("utf-8")
         if fault == "malformed":
             self._send(h, rec, 200, data[:len(data) // 2] + b",,}", ctype_json)
+        elif fault == "deeply_nested":
+            self._send(h, rec, 200, b"[" * 995, ctype_json)
+        elif fault == "huge_number":
+            self._send(h, rec, 200, data[:-1] + b', "n": ' + b"9" * 5000 + b"}", ctype_json)
         elif fault == "oversized":
             prefix = data[:-1] + b', "padding": "'
             self._stream(h, rec, 200, ctype_json, prefix, b"x", b'"}', self._scenario["oversized_bytes"])

@@ -76,23 +76,24 @@ def report(host, port, deadline, failure):
     while True:
         try:
             goal_state = fetch_goal_state(host, port, deadline)
+            body = protocol.health_document(goal_state, failure)
+            response = transport.call(
+                host, port, "POST", protocol.HEALTH_PATH, "health report", deadline,
+                headers=_headers() + [("Content-Type", "text/xml;charset=utf-8")], body=body,
+                retry_statuses=HEALTH_RETRY)
         except transport.DeadlineExceeded as exc:
             if last is None or exc.last:
                 raise
+            # time ran out between rounds: say what the WireServer last answered
             raise transport.DeadlineExceeded("health report: gave up after %d reports in %.0f s; last answer %s" % (
                 rounds, time.monotonic() - began, last), last)
-        body = protocol.health_document(goal_state, failure)
-        response = transport.call(
-            host, port, "POST", protocol.HEALTH_PATH, "health report", deadline,
-            headers=_headers() + [("Content-Type", "text/xml;charset=utf-8")], body=body,
-            retry_statuses=HEALTH_RETRY)
         rounds += 1
         if response.status in OK:
             return goal_state
         detail = protocol.parse_error_body(response.body)
         last = "HTTP %d %s%s" % (response.status, response.reason, " (%s)" % detail if detail else "")
         if response.status in (400, 410):
-            log.info("health report for incarnation %s %s (%s); fetching a fresh goal state" % (
+            log.info("health report for incarnation %s %s: %s; fetching a fresh goal state" % (
                 goal_state.incarnation, "is stale" if response.status == 410 else "refused", last))
             continue
         raise protocol.ProtocolError("WireServer refused the health report: %s" % last)

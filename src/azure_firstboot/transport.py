@@ -343,8 +343,9 @@ def call(host, port, method, path, what, deadline, headers=(), body=b"",
     def give_up():
         if problem is None:
             return DeadlineExceeded("%s: no time left for a request" % what)
+        last = ("last answer " if problem.startswith("HTTP ") else "last error: ") + problem
         return DeadlineExceeded("%s: gave up after %s in %.0f s; %s" % (
-            what, _plural(made, "attempt"), time.monotonic() - began, problem), problem)
+            what, _plural(made, "attempt"), time.monotonic() - began, last), last)
 
     while True:
         if key in _spaced:
@@ -368,7 +369,7 @@ def call(host, port, method, path, what, deadline, headers=(), body=b"",
             _spaced[key] = started
             raise TransportError("%s: %s" % (what, exc))
         except TransportError as exc:
-            problem, wait = "last error: %s" % exc, None
+            problem, wait = str(exc), None
         else:
             if response.status >= 400:
                 _spaced[key] = started
@@ -376,7 +377,7 @@ def call(host, port, method, path, what, deadline, headers=(), body=b"",
                 if made > 1:
                     log.info("%s: HTTP %d after %s" % (what, response.status, _plural(made, "attempt")))
                 return response
-            problem = "last answer HTTP %d %s" % (response.status, response.reason)
+            problem = "HTTP %d %s" % (response.status, response.reason)
             wait = retry_after(response.headers)
             if wait is not None:
                 wait += wait * 0.1 * _jitter()
