@@ -8,6 +8,7 @@ under us) a fresh goal state is fetched and the report rebuilt.
 Path: this file -> protocol (parse, build) -> transport.
 """
 
+import os
 import time
 
 from azure_firstboot import __version__, log, network_wait, protocol, system, transport
@@ -129,6 +130,9 @@ def why_not_ready(ctx):
             reasons.append("%s: %s" % (step, why))
     if state.problem:
         reasons.append("%s: %s" % (STEP, state.problem))
+    marker = ctx.paths.state("provisioned")
+    if os.path.isdir(marker):  # a rename cannot replace it: Ready would not be remembered
+        reasons.append("%s: cannot write the marker: %s is a directory" % (STEP, marker))
     return reasons
 
 

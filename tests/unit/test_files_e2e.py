@@ -305,3 +305,11 @@ def test_generator_does_not_block_on_a_fifo(tmp_path, fifo):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.returncode == 0 and proc.stderr == b""
     assert not os.path.exists(str(tmp_path / "run/azure-firstboot/provisioned"))
+
+
+def test_marker_that_cannot_be_written_is_known_before_reporting(tmp_path, fab):
+    m = Machine(tmp_path, fab)
+    os.makedirs(m.path(STATE + "/provisioned"))
+    rr = m.boot()[-1]
+    assert rr.returncode == 1 and "Traceback" not in rr.stderr
+    assert "cannot write the marker" in failed_report(fab) and "is a directory" in failed_report(fab)
