@@ -60,6 +60,7 @@ ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 WIRESERVER_IP = "168.63.129.16"
 IMDS_IP = "169.254.169.254"
 UNITS = ("azure-firstboot-network-wait.service", "azure-firstboot-hostname.service",
+         "azure-firstboot-user.service",
          "azure-firstboot-report-ready.service")
 # Bump when the image layer recipe in build_image() changes (part of its cache key).
 LAYER_VERSION = "3"
@@ -712,7 +713,10 @@ def copy_overlay(src, dst):
 def qemu_argv(image, overlay, vm_id, serial_log, pcap=None, report_disk=None,
               ws_port=None, imds_port=None, asset_tag=ASSET_TAG, machine=None, smp=None,
               mem=1024, tap=None, mac="52:54:00:12:34:56", append=None, disk_if="virtio",
-              firmware=None, extra=()):
+              firmware=None, extra=(), hostfwd=None, cdrom=None):
+    """hostfwd: host port on 127.0.0.1 forwarded to the guest's port 22 (user-mode
+    networking; restrict=on still holds for the guest's own traffic).
+    cdrom: a raw image attached as a CD-ROM drive (/dev/sr0), read-only."""
     machine = machine or os.environ.get("VM_MACHINE", "q35")
     smp = smp or int(os.environ.get("VM_SMP", "1"))
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", machine, "-m", str(mem),
@@ -737,10 +741,15 @@ def qemu_argv(image, overlay, vm_id, serial_log, pcap=None, report_disk=None,
             nd += ",guestfwd=tcp:%s:80-cmd:socat - TCP:127.0.0.1:%d" % (WIRESERVER_IP, ws_port)
         if imds_port:
             nd += ",guestfwd=tcp:%s:80-cmd:socat - TCP:127.0.0.1:%d" % (IMDS_IP, imds_port)
+        if hostfwd:
+            nd += ",hostfwd=tcp:127.0.0.1:%d-:22" % hostfwd
         argv += ["-netdev", nd]
     argv += ["-device", "virtio-net-pci,netdev=n0,mac=%s" % mac]
     if pcap:
         argv += ["-object", "filter-dump,id=f0,netdev=n0,file=%s" % pcap]
+    if cdrom:
+        argv += ["-drive", "file=%s,if=none,id=cd0,media=cdrom,readonly=on,format=raw" % cdrom,
+                 "-device", "ide-cd,drive=cd0,bus=ide.0"]
     argv += ["-smbios", "type=1,uuid=%s" % vm_id]
     if asset_tag:
         argv += ["-smbios", "type=3,asset=%s" % asset_tag]
@@ -1060,6 +1069,37 @@ class Netns(object):
 
     def __exit__(self, *a):
         self.stop()
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 (for hostfwd)."""
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def udf_medium(path, files, label="rd_rdfe_stable.200101-0000"):
+    """A UDF image like Azure's provisioning DVD (mkudffs, 2048-byte blocks) holding
+    ``files`` ({name: bytes}); filled through a loop mount. RuntimeError when the host
+    cannot (no udftools, no loop devices)."""
+    if not shutil.which("mkudffs", path=SYSPATH):
+        raise RuntimeError("mkudffs not installed (udftools, see .ci/apt-packages)")
+    if os.path.exists(path):
+        os.unlink(path)
+    _run(["mkudffs", "--new-file", "--blocksize=2048", "--media-type=hd", "--label=" + label,
+          path, "1024"])
+    mnt = tempfile.mkdtemp(prefix="afb-udf-")
+    try:
+        _run(["mount", "-o", "loop", "-t", "udf", path, mnt])
+        try:
+            for name, data in files.items():
+                with open(os.path.join(mnt, name), "wb") as f:
+                    f.write(data)
+        finally:
+            _run(["umount", mnt])
+    finally:
+        os.rmdir(mnt)
+    return path
 
 
 def new_vm_id():

@@ -82,14 +82,14 @@ class Ctx(object):
 
 
 def run_boot(ctx, res, name, scenario, vm_id=None, image=None, overlay=None,
-             asset_tag=h.ASSET_TAG, timeout=BOOT_TIMEOUT):
+             asset_tag=h.ASSET_TAG, timeout=BOOT_TIMEOUT, **qemu_kw):
     wd = os.path.join(ctx.workdir, name)
     os.makedirs(wd, exist_ok=True)
     vm_id = vm_id or scenario.get("vm_id") or h.new_vm_id()
     image = image or ctx.images["networkd"]
     with h.Fabric(wd, scenario, name="fabric") as fab:
         boot = h.boot(image, wd, "vm", vm_id, fabric=fab, overlay=overlay, asset_tag=asset_tag,
-                      timeout=timeout)
+                      timeout=timeout, **qemu_kw)
         records = fab.records()
     boot.records = records
     boot.fabric_t0 = fab.t0_wall
@@ -261,7 +261,7 @@ def s2_reboot(ctx, res, sid="1", image="networkd", name="2-reboot"):
     res.note("IMDS requests on reboot: %d" % len(imds))
     res.check(boot.report["hostname"] == sc1["computer_name"],
               "hostname not kept: %r" % boot.report["hostname"])
-    units_succeeded(res, boot, allow_skip=("network-wait", "hostname", "report-ready"))
+    units_succeeded(res, boot, allow_skip=("network-wait", "hostname", "user", "report-ready"))
     ssh_up(res, boot, keygen_ran=False)
     skipped = [u for u, d in boot.report["units"].items() if d.get("ConditionResult") == "no"]
     # azure-firstboot-generator saw the marker: not one of our units started a process
@@ -364,7 +364,7 @@ def s8_not_azure(ctx, res):
         return
     res.check(len(boot.records) == 0, "%d request(s) sent although not on Azure: %s" % (
         len(boot.records), [(r["service"], r["path"]) for r in boot.records][:5]))
-    units_succeeded(res, boot, allow_skip=("network-wait", "hostname", "report-ready"))
+    units_succeeded(res, boot, allow_skip=("network-wait", "hostname", "user", "report-ready"))
     res.check(boot.report["hostname"] == ctx.deprovisioned_hostname,
               "hostname changed to %r" % boot.report["hostname"])
 
@@ -507,6 +507,225 @@ def s16_vmtest_uefi_image(ctx, res):
                           computer_name="vmtest-uefi")
 
 
+# ------------------------------------------------------------ the admin user (issue 9)
+
+TEST_KEY = os.path.join(h.HERE, "test_id_ed25519")  # test-only key pair (see its .NOTE)
+ADMIN_COMMENT = "azure-firstboot admin user"
+HOLD = 200  # seconds vm-report keeps the guest up for the SSH checks (vmreport.hold)
+# lets vm-report power the guest off 2 s later (the ssh session ends first)
+RELEASE = "systemd-run --quiet --on-active=2 /usr/bin/touch /run/vm-report.release"
+
+
+def ssh(port, user, command, key=None, password=None, stdin=None, workdir=None, timeout=60):
+    """One ssh to 127.0.0.1:port (QEMU hostfwd to the guest's port 22): with the
+    test key, or with a password given through SSH_ASKPASS (no sshpass needed)."""
+    import subprocess
+
+    argv = ["ssh", "-F", "/dev/null", "-p", str(port), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
+    env = dict(os.environ)
+    if key:
+        argv += ["-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                 "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no"]
+    else:
+        askpass = os.path.join(workdir, "askpass.sh")
+        with open(askpass, "w") as f:
+            f.write('#!/bin/sh\nprintf "%s\\n" "$VMCHECK_PASSWORD"\n')
+        os.chmod(askpass, 0o700)
+        argv += ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
+                 "-o", "NumberOfPasswordPrompts=1"]
+        env.update(SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force", DISPLAY=":0",
+                   VMCHECK_PASSWORD=password)
+    argv += ["%s@127.0.0.1" % user, command]
+    try:
+        p = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "ssh timed out"
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+class SshProbe(object):
+    """Logs in (retrying while the guest boots) from a thread while h.boot() runs."""
+
+    def __init__(self, port, user, command, **kw):
+        self.args = (port, user, command)
+        self.kw = kw
+        self.result = (None, "never connected")
+        self.attempts = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        deadline = time.time() + BOOT_TIMEOUT
+        while time.time() < deadline and not self.stop.is_set():
+            self.attempts += 1
+            rc, out = ssh(*self.args, **self.kw)
+            self.result = (rc, out)
+            if rc == 0:
+                return
+            self.stop.wait(3)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        self.thread.join(90)
+
+
+def _key_copy(wd):
+    os.makedirs(wd, exist_ok=True)
+    key = os.path.join(wd, "id_ed25519")
+    shutil.copyfile(TEST_KEY, key)
+    os.chmod(key, 0o600)  # ssh refuses a private key others can read
+    return key
+
+
+def _admin_line(boot, name):
+    for line in ((boot.report or {}).get("passwd") or "").splitlines():
+        if line.split(":")[0] == name:
+            return line
+    return None
+
+
+def su1_ssh_key_sudo(ctx, res):
+    """IMDS serves an admin user + the test key: log in with the private key, sudo -n."""
+    name = "vmadmin"
+    sc = scen("vmcheck-ssh", admin_username=name)
+    wd = os.path.join(ctx.workdir, "u1-ssh-key")
+    key = _key_copy(wd)
+    port = h.free_port()
+    cmd = "id -un; sudo -n true && echo SUDO-OK; sudo -n " + RELEASE
+    img = ctx.images["networkd"]
+    with SshProbe(port, name, cmd, key=key) as probe:
+        boot = run_boot(ctx, res, "u1-ssh-key", sc, hostfwd=port,
+                        append=img.append + " vmreport.hold=%d" % HOLD)
+    provisioned(res, boot, sc, dhcp=False)
+    rc, out = probe.result
+    res.check(rc == 0 and out.split()[:1] == [name] and "SUDO-OK" in out,
+              "ssh -i test key %s@ (hostfwd) + sudo -n true: rc=%s after %d attempt(s): %s" % (
+                  name, rc, probe.attempts, out.strip()[-300:]))
+    res.note("ssh+sudo ok after %d attempt(s)" % probe.attempts if rc == 0 else "ssh failed")
+    rep = boot.report or {}
+    line = _admin_line(boot, name) or ""
+    res.check(ADMIN_COMMENT in line, "no %s account made by the agent: %r" % (name, line))
+    res.check(rep.get("shadow_kinds", {}).get(name) == "*",
+              "password field of %s is %r, expected '*' (no password, not locked)" % (
+                  name, rep.get("shadow_kinds", {}).get(name)))
+    sudo = (rep.get("sudoers_d") or {}).get("/etc/sudoers.d/azure-firstboot") or ""
+    res.check("%s ALL=(ALL:ALL) NOPASSWD: ALL" % name in sudo, "sudoers: %r" % sudo)
+    res.check("passwordauthentication no" in (rep.get("sshd_T") or ""),
+              "sshd -T does not say passwordauthentication no")
+
+
+def su2_hostile_user(ctx, res):
+    """A hostile admin user name: ProvisioningFailed 'user: ...', no account, nothing run."""
+    name = "$(touch /pwned-user)"
+    sc = scen("vmcheck-baduser", admin_username=name)
+    boot = run_boot(ctx, res, "u2-hostile-user", sc)
+    if not guest_ok(res, boot):
+        return
+    failed = [p for p in health_posts(boot.records) if p["status"] == 200 and p["report"]
+              and p["report"]["substatus"] == "ProvisioningFailed"]
+    res.check(len(failed) == 1, "expected one accepted ProvisioningFailed, got %d" % len(failed))
+    if failed:
+        d = failed[-1]["report"].get("description") or ""
+        res.check(d.startswith("user: ") and "portable user name" in d, "reason: %r" % d)
+        res.note("reason: %s" % d[:120])
+    res.check(not accepted_ready(boot.records), "Ready reported for a hostile user name")
+    rep = boot.report
+    res.check(ADMIN_COMMENT not in (rep.get("passwd") or ""), "an account was created")
+    res.check(not rep.get("pwned"), "evidence of execution: %s" % rep.get("pwned"))
+    u = rep["units"].get("azure-firstboot-user.service", {})
+    res.check(u.get("Result") == "exit-code", "user unit Result=%s" % u.get("Result"))
+    res.check(rep["hostname"] == sc["computer_name"], "hostname step did not run alongside")
+
+
+OVF_ENV = """<?xml version="1.0" encoding="utf-8"?>
+<ns0:Environment xmlns="http://schemas.dmtf.org/ovf/environment/1"
+ xmlns:ns0="http://schemas.dmtf.org/ovf/environment/1" xmlns:ns1="http://schemas.microsoft.com/windowsazure"
+ xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
+<ns1:ProvisioningSection><ns1:Version>1.0</ns1:Version>
+<ns1:LinuxProvisioningConfigurationSet>
+<ns1:ConfigurationSetType>LinuxProvisioningConfiguration</ns1:ConfigurationSetType>
+<ns1:HostName>%(host)s</ns1:HostName><ns1:UserName>%(user)s</ns1:UserName>
+<ns1:UserPassword>%(password)s</ns1:UserPassword>
+<ns1:DisableSshPasswordAuthentication>false</ns1:DisableSshPasswordAuthentication>
+</ns1:LinuxProvisioningConfigurationSet></ns1:ProvisioningSection>
+<ns1:PlatformSettingsSection><ns1:Version>1.0</ns1:Version><ns1:PlatformSettings>
+<ns1:ProvisionGuestAgent>false</ns1:ProvisionGuestAgent></ns1:PlatformSettings>
+</ns1:PlatformSettingsSection></ns0:Environment>
+"""
+
+
+def _bytes_in_file(path, needle):
+    """Offsets of needle in a (large) file, read in chunks."""
+    found = []
+    with open(path, "rb") as f:
+        pos, tail = 0, b""
+        while True:
+            chunk = f.read(8 << 20)
+            if not chunk:
+                return found
+            data = tail + chunk
+            i = data.find(needle)
+            while i >= 0:
+                found.append(pos - len(tail) + i)
+                i = data.find(needle, i + 1)
+            tail = data[-(len(needle) - 1):]
+            pos += len(chunk)
+
+
+def su3_password_udf(ctx, res):
+    """disablePasswordAuthentication false, no key: the password comes from ovf-env.xml on
+    a UDF medium; password login over SSH works and the password is nowhere on the disk."""
+    name = "vmpass"
+    password = "Vm-%s!" % uuid.uuid4().hex[:20]
+    sc = scen("vmcheck-password", admin_username=name, disable_password_authentication="false",
+              public_keys=[])
+    wd = os.path.join(ctx.workdir, "u3-password-udf")
+    os.makedirs(wd, exist_ok=True)
+    try:
+        medium = h.udf_medium(os.path.join(wd, "ovf-env.udf"), {"ovf-env.xml": (OVF_ENV % {
+            "host": sc["computer_name"], "user": name, "password": password}).encode()})
+    except RuntimeError as e:
+        res.skipped = "cannot build the UDF medium: %s" % str(e).splitlines()[0]
+        return
+    port = h.free_port()
+    cmd = "id -un; sudo -n true 2>/dev/null && echo NOPASSWD; sudo -S -p '' %s && echo RELEASED" % RELEASE
+    img = ctx.images["networkd"]
+    with SshProbe(port, name, cmd, password=password, stdin=(password + "\n").encode(),
+                  workdir=wd) as probe:
+        boot = run_boot(ctx, res, "u3-password-udf", sc, hostfwd=port, cdrom=medium,
+                        append=img.append + " vmreport.hold=%d" % HOLD)
+    provisioned(res, boot, sc, dhcp=False)
+    rc, out = probe.result
+    res.check(rc == 0 and out.split()[:1] == [name] and "RELEASED" in out,
+              "password login %s@ (hostfwd) + sudo -S: rc=%s after %d attempt(s): %s" % (
+                  name, rc, probe.attempts, out.replace(password, "<pw>").strip()[-300:]))
+    res.check("NOPASSWD" not in out, "sudo -n worked without a password for a password user")
+    rep = boot.report or {}
+    res.check(rep.get("shadow_kinds", {}).get(name, "").startswith("$"),
+              "no password hash for %s: %r" % (name, rep.get("shadow_kinds", {}).get(name)))
+    res.check("passwordauthentication yes" in (rep.get("sshd_T") or ""),
+              "sshd -T does not say passwordauthentication yes")
+    sudo = (rep.get("sudoers_d") or {}).get("/etc/sudoers.d/azure-firstboot") or ""
+    res.check("%s ALL=(ALL:ALL) ALL" % name in sudo, "sudoers: %r" % sudo)
+    res.check("/run/azure-firstboot/media" not in (rep.get("mountinfo") or "")
+              and not rep.get("media_dir_exists"), "the medium is still mounted or its directory left")
+    # the password string must be nowhere: not in the guest's disk (the overlay holds every
+    # block the guest wrote), not in anything the guest reported (journal included)
+    needle = password.encode()
+    res.check(needle not in json.dumps(rep).encode(), "the password is in the guest report/journal")
+    hits = _bytes_in_file(boot.overlay, needle)
+    res.check(not hits, "the password is on the guest's disk (overlay offsets %s)" % hits[:5])
+    res.check(_bytes_in_file(medium, needle), "self-check: the password is not on the medium")
+    res.note("password login ok; disk scanned (%d MB), password not found" % (
+        os.path.getsize(boot.overlay) >> 20))
+
+
 def missing_tools():
     if os.geteuid() != 0:
         return "needs root (debootstrap, chroot, dpkg in the image)"
@@ -547,10 +766,14 @@ SCENARIOS = [
     ("14", "Debian 13: reboot, same VM id", s14_trixie_reboot),
     ("15", "Debian 13: clone", s15_trixie_clone),
     ("16", "make vm-test: UEFI/GPT image + reboot", s16_vmtest_uefi_image),
+    # the admin user (issue 9): u = user, ids kept apart from the numbered network matrix
+    ("u1", "admin user: ssh with the key, sudo -n", su1_ssh_key_sudo),
+    ("u2", "hostile admin user name", su2_hostile_user),
+    ("u3", "password from a UDF ovf-env.xml medium", su3_password_udf),
 ]
 # long scenarios first, so the two workers finish together
-ORDER = ["1", "4", "6", "13", "2", "3", "14", "15", "9", "10", "16", "11", "12", "5", "7a",
-         "7b", "7c", "8"]
+ORDER = ["1", "4", "6", "13", "u3", "u1", "2", "3", "14", "15", "9", "10", "16", "11", "12", "5",
+         "7a", "7b", "7c", "8", "u2"]
 
 
 def main(argv=None):
