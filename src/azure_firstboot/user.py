@@ -339,9 +339,13 @@ def _media_candidates():
     except OSError:
         return found
     for name in names:
-        dev = (st.read_text("/sys/class/block/%s/dev" % name, 64) or "").strip()
+        try:
+            dev = (st.read_text("/sys/class/block/%s/dev" % name, 4096) or "").strip()
+            udev = st.read_text("/run/udev/data/b" + dev, 65536) if dev else None
+        except OSError:
+            continue
         fstype = None
-        for line in (st.read_text("/run/udev/data/b" + dev, 65536) or "").splitlines() if dev else ():
+        for line in (udev or "").splitlines():
             if line.startswith("E:ID_FS_TYPE="):
                 fstype = line.split("=", 1)[1]
         if fstype in ("udf", "iso9660") or (not fstype and name.startswith("sr")):
