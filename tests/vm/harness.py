@@ -1079,27 +1079,38 @@ def free_port():
 
 
 def udf_medium(path, files, label="rd_rdfe_stable.200101-0000"):
-    """A UDF image like Azure's provisioning DVD (mkudffs, 2048-byte blocks) holding
-    ``files`` ({name: bytes}); filled through a loop mount. RuntimeError when the host
-    cannot (no udftools, no loop devices)."""
-    if not shutil.which("mkudffs", path=SYSPATH):
-        raise RuntimeError("mkudffs not installed (udftools, see .ci/apt-packages)")
+    """A UDF image like Azure's provisioning DVD holding ``files`` ({name: bytes}), made
+    without mounting anything: genisoimage -udf (ISO 9660 + UDF 1.02 bridge; the guest
+    mounts it as UDF). Where genisoimage is missing: mkudffs (pure UDF, 2048-byte blocks)
+    filled through a loop mount, which needs the host kernel's udf module. RuntimeError
+    when the host can do neither."""
     if os.path.exists(path):
         os.unlink(path)
-    _run(["mkudffs", "--new-file", "--blocksize=2048", "--media-type=hd", "--label=" + label,
-          path, "1024"])
-    mnt = tempfile.mkdtemp(prefix="afb-udf-")
+    src = tempfile.mkdtemp(prefix="afb-udf-")
     try:
-        _run(["mount", "-o", "loop", "-t", "udf", path, mnt])
+        for name, data in files.items():
+            with open(os.path.join(src, name), "wb") as f:
+                f.write(data)
+        if shutil.which("genisoimage", path=SYSPATH):
+            _run(["genisoimage", "-quiet", "-udf", "-R", "-V", label[:32], "-o", path, src])
+            return path
+        if not shutil.which("mkudffs", path=SYSPATH):
+            raise RuntimeError("neither genisoimage nor mkudffs (udftools) is installed")
+        _run(["mkudffs", "--new-file", "--blocksize=2048", "--media-type=hd",
+              "--label=" + label, path, "1024"])
+        mnt = tempfile.mkdtemp(prefix="afb-udfmnt-")
         try:
-            for name, data in files.items():
-                with open(os.path.join(mnt, name), "wb") as f:
-                    f.write(data)
+            _run(["mount", "-o", "loop", "-t", "udf", path, mnt])
+            try:
+                for name in files:
+                    shutil.copyfile(os.path.join(src, name), os.path.join(mnt, name))
+            finally:
+                _run(["umount", mnt])
         finally:
-            _run(["umount", mnt])
+            os.rmdir(mnt)
+        return path
     finally:
-        os.rmdir(mnt)
-    return path
+        shutil.rmtree(src, ignore_errors=True)
 
 
 def new_vm_id():
