@@ -317,11 +317,9 @@ def _colon_hex_ip(value):
     parts = value.strip().split(":")
     if len(parts) != 4:
         return None
-    try:
-        octets = [int(p, 16) for p in parts]
-    except ValueError:
-        return None
-    if any(not 0 <= o <= 255 or len(p) > 2 or not p for o, p in zip(octets, parts)):
+    # the one number parser: 1-2 ASCII hex digits, no sign, space or '_'
+    octets = [protocol.wire_number(p, 2, 16) for p in parts]
+    if None in octets:
         return None
     if octets[0] in (0, 127, 255) or octets[0] >= 224:
         return None
