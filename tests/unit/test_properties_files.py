@@ -40,6 +40,13 @@ def _owned(line):
             and body.split(b"#", 1)[0].split()[:1] == [b"127.0.1.1"])
 
 
+# The regression corpus of issue 8 (each separator on either side of the owned line).
+CORPUS = [b"127.0.1.1\told" + sep + b"127.0.0.1\tlocalhost\n" for sep in NASTY[:10]] + [
+    b"127.0.0.1\tlocalhost" + sep + b"127.0.1.1\told\n" for sep in NASTY[:10]] + [
+    b"127.0.0.1\tlocalhost\n127.0.1.1\told\n# caf\xe9 \xff\xfe\n",
+    b"127.0.0.1\tlocalhost\r\n127.0.1.1\told\r\n"]
+
+
 @given(HOSTS, NAMES)
 def test_hosts_rewrite_changes_only_its_lines(data, name):
     out = system.hosts_with_name(data, name)
@@ -66,6 +73,14 @@ def test_hosts_separator_next_to_the_owned_line_keeps_localhost(sep, name):
                  b"127.0.0.1 localhost" + sep + b"127.0.1.1\told\n"):
         out = system.hosts_with_name(data, name)
         assert b"127.0.0.1 localhost" in (data if out is None else out)
+
+
+@pytest.mark.parametrize("data", CORPUS)
+def test_hosts_regression_corpus(data):
+    out = system.hosts_with_name(data, "vm1")
+    result = data if out is None else out
+    assert b"127.0.0.1\tlocalhost" in result and result.count(b"\n") == data.count(b"\n")
+    assert result.replace(b"127.0.1.1\tvm1", b"127.0.1.1\told") == data
 
 
 def test_hosts_str_interface_and_crlf():
