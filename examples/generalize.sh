@@ -5,11 +5,11 @@
 # "az vm deallocate" + "az vm generalize"). After it, nobody can log in with
 # the build user again.
 #
-#   PACKAGE=/tmp/azure-firstboot_0.1.0_all.deb BUILD_USER=packer sh generalize.sh
+#   sudo PACKAGE=/tmp/azure-firstboot_0.1.0_all.deb sh generalize.sh
 #
-# PACKAGE     the azure-firstboot .deb or .rpm, already copied to the VM
-# BUILD_USER  the account used to build the image (removed at the end);
-#             empty = keep every account
+# PACKAGE  the azure-firstboot .deb or .rpm, already copied to the VM
+# Run it through sudo as the build user (Packer's shell provisioner does):
+# "azure-firstboot deprovision --user" removes the account that ran sudo.
 #
 # Do NOT run "waagent -deprovision" here: installing azure-firstboot removes
 # waagent, and "azure-firstboot deprovision" does what it did (without
@@ -17,7 +17,6 @@
 set -eu
 
 : "${PACKAGE:?set PACKAGE to the path of the azure-firstboot .deb or .rpm}"
-BUILD_USER=${BUILD_USER-}
 [ "$(id -u)" = 0 ] || { echo "generalize.sh: run as root" >&2; exit 1; }
 [ -f "$PACKAGE" ] || { echo "generalize.sh: $PACKAGE: no such file" >&2; exit 1; }
 
@@ -83,14 +82,10 @@ elif [ -f /etc/network/interfaces ] && ! grep -qs "inet dhcp" /etc/network/inter
 fi
 # (NetworkManager without a profile brings every Ethernet device up with DHCP.)
 
-# 3. Generalize: agent state, machine id, SSH host keys, host name, leases. ---
-azure-firstboot deprovision --force
-
-# 4. The build user, last (this shell may be running as that user via sudo). --
-if [ -n "$BUILD_USER" ] && id "$BUILD_USER" >/dev/null 2>&1; then
-    userdel --force --remove "$BUILD_USER"
-    rm -f "/etc/sudoers.d/$BUILD_USER"
-fi
+# 3. Generalize: agent state, machine id, SSH host keys, host name, leases,
+#    and the build user (the account that ran this through sudo). -------------
+[ -n "${SUDO_USER-}" ] || echo "generalize.sh: not run through sudo: no build user to remove" >&2
+azure-firstboot deprovision --user --force
 rm -f /root/.bash_history "$PACKAGE" "$0"
 sync
 echo "generalize.sh: done; now capture the image (deallocate + generalize)"

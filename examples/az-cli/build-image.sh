@@ -30,7 +30,7 @@ ip=$(az vm show --show-details --resource-group "$rg" --name "$build_vm" --query
 ssh_opts=(-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile="$HOME/.ssh/known_hosts.afb-build")
 scp "${ssh_opts[@]}" "$package" "$here/../generalize.sh" "$build_user@$ip:/tmp/"
 ssh "${ssh_opts[@]}" "$build_user@$ip" \
-    "sudo PACKAGE=/tmp/$(basename "$package") BUILD_USER=$build_user sh /tmp/generalize.sh"
+    "sudo PACKAGE=/tmp/$(basename "$package") sh /tmp/generalize.sh"
 
 # 3. Capture.
 az vm deallocate --resource-group "$rg" --name "$build_vm"

@@ -84,11 +84,12 @@ build {
   }
 
   # The last provisioner: installs the agent (which replaces waagent), purges
-  # cloud-init, runs "azure-firstboot deprovision --force" and removes the
-  # build user. No "waagent -deprovision" anywhere: waagent is gone by then.
+  # cloud-init and runs "azure-firstboot deprovision --user --force", which also
+  # removes the build user (the account that ran sudo). No
+  # "waagent -deprovision" anywhere: waagent is gone by then.
   provisioner "shell" {
     execute_command  = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E sh '{{ .Path }}'"
-    environment_vars = ["PACKAGE=/tmp/${basename(var.package)}", "BUILD_USER=${build.User}"]
+    environment_vars = ["PACKAGE=/tmp/${basename(var.package)}"]
     script           = "${path.root}/../generalize.sh"
     # the build user no longer exists afterwards; the script removes itself
     skip_clean = true

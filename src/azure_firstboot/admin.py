@@ -127,6 +127,23 @@ def _created_accounts(paths):
     return found
 
 
+def _build_user(paths, skip):
+    """The account that ran this command through sudo on the machine itself
+    (SUDO_USER: Packer's or your SSH user on the build VM), when it is an
+    ordinary account (UID_MIN..UID_MAX): [(name, home)] or []."""
+    from azure_firstboot import accounts
+
+    name = os.environ.get("SUDO_USER", "")
+    if not paths.is_host or not name or name == "root" or name in skip:
+        return []
+    low, high = accounts.uid_range(st.read_text(paths("/etc/login.defs")))
+    for line in (st.read_text(paths("/etc/passwd"), 16 << 20) or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 7 and fields[0] == name and fields[2].isdigit() and low <= int(fields[2]) <= high:
+            return [(name, fields[5])]
+    return []
+
+
 def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force=True, user=False):
     """Remove this package's state and the selected parts of the machine's
     identity.  Unless ``force``, list what goes and ask first.
@@ -137,7 +154,8 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
     a symlink is removed itself, never followed, and a real subdirectory is
     removed without following the symlinks inside it.  ``user``: also the
     admin user the user step created (userdel --remove), the sudoers file
-    and the sshd drop-in."""
+    and the sshd drop-in, and on the machine itself the ordinary account that
+    ran this through sudo (the build user)."""
     paths = ctx.paths
     for text in other_agents(paths):
         log.warning("deprovision: " + text)
@@ -145,7 +163,9 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
     if user:
         from azure_firstboot import accounts
 
-        actions += [("userdel", name, home) for name, home in _created_accounts(paths)]
+        created = _created_accounts(paths)
+        actions += [("userdel", name, home) for name, home in created]
+        actions += [("userdel", name, home) for name, home in _build_user(paths, [n for n, _ in created])]
         for path in (accounts.SUDOERS_FILE, accounts.SSHD_DROPIN):
             if os.path.lexists(paths(path)):
                 actions.append(("remove", paths(path)))
@@ -184,7 +204,8 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
             from azure_firstboot import system
 
             root = [] if paths.is_host else ["--root", os.path.abspath(paths.root)]
-            ok, output = system.run(["userdel"] + root + ["--remove", path], timeout=60)
+            # --force: the build user is usually still logged in (this very session)
+            ok, output = system.run(["userdel"] + root + ["--force", "--remove", path], timeout=60)
             if not ok and os.path.lexists(paths(home[0])):
                 log.error("cannot remove the admin user %s: %s" % (path, output))
                 failed += 1

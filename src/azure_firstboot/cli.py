@@ -26,6 +26,7 @@ commands:
                  --machine-id --ssh-host-keys --hostname --leases to remove only those)
                  [--dry-run] [--all] [--force|-y]; asks on a terminal unless --force;
                  --user (or --all) also removes the admin user the user step created
+                 and the account that ran it through sudo (the build user)
 
 options:
   --config FILE  configuration file (default %s; missing = defaults)
@@ -183,10 +184,9 @@ def main(argv=None):
             if command == "status":
                 return admin.status(ctx, "--json" in flags)
             # No selection (or --all): everything a generalized image must lose.
+            # --user adds the admin/build user to that (as waagent's -deprovision+user).
             chosen = [f for f in DEPROVISION_PARTS if f in flags]
-            if not chosen and "--user" in flags and "--all" not in flags:
-                chosen = []  # --user alone: only the admin user
-            elif not chosen or "--all" in flags:
+            if not chosen or "--all" in flags:
                 chosen = DEPROVISION_PARTS
             force = bool(flags & {"--force", "-y"}) or not _interactive()
             return admin.deprovision(

@@ -27,7 +27,8 @@ def test_generalize_sh_turns_a_waagent_build_vm_into_an_image(chroot, deb):
     shutil.copy(deb, ch.path("/tmp/" + os.path.basename(deb)))
     shutil.copy(os.path.join(TOP, "examples/generalize.sh"), ch.path("/tmp/script_1234.sh"))
 
-    out = ch.sh("PACKAGE=/tmp/%s BUILD_USER=packer sh /tmp/script_1234.sh 2>&1" % os.path.basename(deb),
+    # as "sudo -E sh SCRIPT" run by the build user: sudo sets SUDO_USER
+    out = ch.sh("SUDO_USER=packer PACKAGE=/tmp/%s sh /tmp/script_1234.sh 2>&1" % os.path.basename(deb),
                 check=False)
     assert out.returncode == 0, out.stdout[-4000:]
     log = out.stdout
@@ -54,4 +55,5 @@ def test_generalize_sh_turns_a_waagent_build_vm_into_an_image(chroot, deb):
     assert not os.path.exists(ch.path("/home/packer"))
     assert not os.path.exists(ch.path("/tmp/script_1234.sh"))
     assert not os.path.exists(ch.path("/tmp/" + os.path.basename(deb)))
+    assert "removed the admin user packer and its home /home/packer" in log
     assert "generalize.sh: done" in log

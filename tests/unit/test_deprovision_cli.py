@@ -223,3 +223,64 @@ def test_clean_image_has_no_warning(tmp_path):
     root = make_root(tmp_path)
     proc = run(root, "deprovision", "--dry-run")
     assert proc.returncode == 0 and "warning" not in proc.stderr
+
+
+# ------------------------------------------------------------------- --user
+
+def test_user_adds_to_the_default_set(tmp_path):
+    root = make_root(tmp_path, {"etc/sudoers.d/azure-firstboot": "gina ALL=(ALL) ALL\n"})
+    proc = run(root, "deprovision", "--user", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "would remove %s/etc/sudoers.d/azure-firstboot" % root in proc.stdout
+    assert proc.stdout.count("would ") == len(IDENTITY) + 1
+    same = run(root, "deprovision", "--all", "--dry-run")
+    assert same.stdout == proc.stdout
+
+
+def test_user_adds_to_named_parts(tmp_path):
+    root = make_root(tmp_path, {"etc/sudoers.d/azure-firstboot": "x\n"})
+    proc = run(root, "deprovision", "--machine-id", "--user", "--dry-run")
+    assert "would truncate %s/etc/machine-id" % root in proc.stdout
+    assert "etc/sudoers.d/azure-firstboot" in proc.stdout
+    assert "ssh_host" not in proc.stdout and "etc/hostname" not in proc.stdout
+
+
+def test_no_user_flag_keeps_users(tmp_path):
+    root = make_root(tmp_path, {"etc/sudoers.d/azure-firstboot": "x\n"})
+    assert "sudoers" not in run(root, "deprovision", "--dry-run").stdout
+
+
+class HostPaths(object):
+    """A scratch tree that _build_user takes for the running host."""
+
+    def __init__(self, root):
+        self.root, self.is_host = root, True
+
+    def __call__(self, path):
+        return os.path.join(self.root, path.lstrip("/"))
+
+
+@pytest.mark.parametrize("sudo_user, expected", [
+    ("packer", [("packer", "/home/packer")]),
+    ("root", []),
+    ("_apt", []),          # a system account: UID below UID_MIN
+    ("nobody", []),        # above UID_MAX
+    ("ghost", []),         # no such account
+    ("", []),
+])
+def test_build_user_is_the_ordinary_account_that_ran_sudo(tmp_path, monkeypatch, sudo_user, expected):
+    from azure_firstboot import admin
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        "packer:x:1000:1000::/home/packer:/bin/bash\n")
+    (tmp_path / "etc/login.defs").write_text("UID_MIN 1000\nUID_MAX 60000\n")
+    monkeypatch.setenv("SUDO_USER", sudo_user)
+    assert admin._build_user(HostPaths(str(tmp_path)), []) == expected
+    # never under --root, never twice
+    from azure_firstboot.state import Paths
+
+    assert admin._build_user(Paths(str(tmp_path)), []) == []
+    assert admin._build_user(HostPaths(str(tmp_path)), ["packer"]) == []

@@ -41,7 +41,7 @@ def test_scripts_parse(shell, path):
 
 def test_generalize_calls_our_cli_with_flags_it_has():
     calls = re.findall(r"^\s*azure-firstboot\s+(.*)$", code(read(GENERALIZE)), re.M)
-    assert calls == ["deprovision --force"]
+    assert calls == ["deprovision --user --force"]
     for call in calls:
         command, *flags = call.split()
         assert command in cli.COMMANDS
@@ -80,10 +80,9 @@ def test_packer_template_runs_the_script_with_what_it_needs():
     assert used and used <= declared, used - declared
     # the script's required inputs are passed
     env = re.search(r"environment_vars\s*=\s*\[(.*?)\]", hcl, re.S).group(1)
-    for var in ("PACKAGE", "BUILD_USER"):
-        assert '"%s=' % var in env
-        assert "${%s" % var in read(GENERALIZE)
-    assert "${build.User}" in env
+    assert '"PACKAGE=' in env and "${PACKAGE" in read(GENERALIZE)
+    # the build user is found as the account that ran sudo
+    assert "sudo -E sh" in hcl and "SUDO_USER" in read(GENERALIZE)
     # the file provisioner puts the package where PACKAGE points
     assert 'destination = "/tmp/${basename(var.package)}"' in hcl
     assert '"PACKAGE=/tmp/${basename(var.package)}"' in env
@@ -111,5 +110,5 @@ def test_docs_show_the_same_deprovision_command():
     """One generalization command, the same everywhere."""
     docs = [os.path.join(TOP, "README.md"), os.path.join(TOP, "docs", "image-building.md")]
     for path in docs:
-        assert "azure-firstboot deprovision --force" in read(path), path
-    assert "azure-firstboot deprovision --force" in read(GENERALIZE)
+        assert "azure-firstboot deprovision --user --force" in read(path), path
+    assert "azure-firstboot deprovision --user --force" in read(GENERALIZE)
