@@ -4,9 +4,12 @@ Why not http.client: importing it pulls in email and ssl, ~0.5 s in a
 TCG-booted VM, for a client that only ever needs one request per connection
 to a fixed address.  This module owns everything that can go wrong on the
 wire: per-request timeouts, one overall deadline, retries with exponential
-backoff and jitter, Retry-After, a response size cap, and "never use a
-proxy" (there is no proxy support to switch off: the socket goes straight to
-the address it is given, whatever http_proxy says).  It uses the C module
+backoff and jitter, Retry-After, a minimum interval per endpoint once it has
+failed, a response size cap, strict response parsing (a pure function of
+the bytes; every number through protocol.wire_number; interim 1xx answers
+skipped), and "never use a proxy" (there is no proxy support to switch off:
+the socket goes straight to the address it is given, whatever http_proxy
+says).  It uses the C module
 ``_socket`` directly: ``socket.py`` would add selectors, enum and functools
 to every unit's start-up for conveniences not needed here.
 """
@@ -15,7 +18,7 @@ import _socket
 import os
 import time
 
-from azure_firstboot import __version__, log
+from azure_firstboot import __version__, log, protocol
 
 MAX_BODY = 1024 * 1024
 MAX_HEADER = 64 * 1024
@@ -86,19 +89,15 @@ def connect(host, port, timeout):
 
 # ------------------------------------------------------------ numbers
 
-_DIGITS = frozenset(b"0123456789")
-_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
-
-
 def parse_number(text, what, digits=10, base=10):
-    """The one number parser for the wire: ``text`` (bytes or str) must be
-    1..``digits`` ASCII digits (hex digits with ``base=16``), nothing else:
-    no sign, no '_', no spaces, no '²'.  -> int; TransportError otherwise."""
-    raw = text.encode("latin-1", "replace") if isinstance(text, str) else bytes(text)
-    allowed = _HEXDIGITS if base == 16 else _DIGITS
-    if not 0 < len(raw) <= digits or not set(raw) <= allowed:
+    """protocol.wire_number (the one number parser for the wire: 1..``digits``
+    ASCII digits, hex with ``base=16``, nothing else: no sign, '_', space or
+    '²') for transport use: -> int; TransportError naming ``what`` otherwise."""
+    value = protocol.wire_number(text, digits, base)
+    if value is None:
+        raw = text.encode("latin-1", "replace") if isinstance(text, str) else bytes(text)
         raise TransportError("malformed %s %s" % (what, _shown(raw)))
-    return int(raw, base)
+    return value
 
 
 def _shown(raw, limit=20):
@@ -127,10 +126,8 @@ def parse_head(head):
     status_line = lines[0]
     version, _, rest = status_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.0", b"HTTP/1.1") or len(code) != 3 or not set(code) <= _DIGITS:
-        raise TransportError("malformed status line %s" % _shown(status_line, 60))
-    status = int(code)
-    if not 100 <= status <= 599:
+    status = protocol.wire_number(code, 3) if len(code) == 3 else None
+    if version not in (b"HTTP/1.0", b"HTTP/1.1") or status is None or not 100 <= status <= 599:
         raise TransportError("malformed status line %s" % _shown(status_line, 60))
     reason = "".join(chr(b) if 32 <= b < 127 else "?" for b in bytearray(reason[:80])).strip()
     fields = {}

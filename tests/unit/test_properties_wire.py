@@ -17,7 +17,7 @@ import threading
 from contextlib import contextmanager
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from azure_firstboot import log, protocol as p, transport as t
 
