@@ -18,7 +18,11 @@ Per boot (tmpfs):
 ``--root DIR`` is a boundary: ``Paths`` resolves every path under DIR as if
 DIR were ``/`` (an absolute symlink inside the tree points into the tree,
 ``..`` stops at DIR), so no symlink or ``..`` in the tree leads outside it.
-On the running host (root ``/``) paths are used as they are.
+On the running host (root ``/``) paths are used as they are.  Paths are
+resolved when they are asked for: the boundary holds against what the tree
+contains, not against another process rewriting the tree at the same time
+(the last component is still never followed when written: write_atomic
+renames over it).
 """
 
 import errno
