@@ -480,8 +480,8 @@ def s11_nm_first_boot(ctx, res):
     boot = res.boots[-1] if res.boots else None
     if boot and boot.report:
         journal = boot.report.get("journal") or ""
-        res.check("NetworkManager DHCP restart (applied ipv4.dhcp-hostname) of eth0;" in journal
-                  or "NetworkManager DHCP restart (applied ipv4.dhcp-hostname) of eth0 " in journal,
+        res.check(re.search(r"NetworkManager DHCP restart \(applied ipv4\.dhcp-hostname\) "
+                            r"of eth0(;|$)", journal, re.M) is not None,
                   "the hostname unit did not restart NetworkManager's DHCP on eth0 (and only "
                   "there: not lo)")
 
