@@ -68,32 +68,45 @@ def segments(b):
     def end(u):
         return ts(u, "ActiveEnterTimestampMonotonic")
 
-    main = {u: int(b["units"][UNIT % u]["ExecMainPID"]) for u in
-            ("network-wait", "hostname", "report-ready")}
+    units = [u for u in ("network-wait", "hostname", "user", "report-ready")
+             if int(b["units"].get(UNIT % u, {}).get("InactiveExitTimestampMonotonic") or 0)]
+    main = {u: int(b["units"][UNIT % u]["ExecMainPID"]) for u in units}
     kids = {}
     for p in b["all_procs"]:
         for u, pid in main.items():
             if p[1] == pid:
                 kids.setdefault((u, p[2]), p)
-    hc = kids.get(("hostname", "hostnamectl"))
+    hc = kids.get(("hostname", "hostnamectl"))  # packages before issue 10
     nc = kids.get(("hostname", "networkctl"))
-    return {
-        "lease -> network-wait starts": start("network-wait") - lease,
+    online = int((b.get("targets") or {}).get("network-online.target", {}).get(
+        "ActiveEnterTimestampMonotonic") or 0) / 1e6
+    seg = {
         "network-wait: start -> first log (sandbox+interpreter+imports)":
             logs.get(main["network-wait"], start("network-wait")) - start("network-wait"),
-        "network-wait: total": end("network-wait") - start("network-wait"),
+        "lease -> network-wait starts": start("network-wait") - lease,
+        "lease -> network-wait done": end("network-wait") - lease,
+        "network-wait done -> network-online.target": (online - end("network-wait")) if online else None,
         "hostname: start -> hostnamectl (sandbox+interpreter+imports+IMDS)":
             (hc[3] - start("hostname")) if hc else None,
         "hostname: hostnamectl": (hc[4] - hc[3]) if hc else None,
+        "hostname: start -> networkctl (sandbox+interpreter+imports+IMDS+set)":
+            (nc[3] - start("hostname")) if nc and not hc else None,
         "hostname: networkctl": (nc[4] - nc[3]) if nc else None,
+        "hostname: networkctl -> done (new lease, WireServer back)": (end("hostname") - nc[4]) if nc else None,
         "hostname: total": end("hostname") - start("hostname"),
+    }
+    if "user" in main:
+        seg["user: total (parallel with hostname)"] = end("user") - start("user")
+    seg.update({
         "report-ready: start -> first log (sandbox+interpreter+imports)":
             logs.get(main["report-ready"], start("report-ready")) - start("report-ready"),
         "report-ready: total": end("report-ready") - start("report-ready"),
         "gaps between units (systemd)": (start("hostname") - end("network-wait")) +
-                                        (start("report-ready") - end("hostname")),
+                                        (start("report-ready") - max(end(u) for u in main
+                                                                     if u in ("hostname", "user"))),
         "lease -> report-ready done": end("report-ready") - lease,
-    }
+    })
+    return seg
 
 
 def segment_summary(rundir, variant="ours"):
@@ -106,8 +119,11 @@ def segment_summary(rundir, variant="ours"):
         except (KeyError, IndexError, ValueError):
             continue
     out = {}
-    for k in (rows[0] if rows else {}):
-        v = [r[k] for r in rows if r[k] is not None]
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    for k in keys:
+        v = [r[k] for r in rows if r.get(k) is not None]
         if v:
             out[k] = {"median": round(statistics.median(v), 3), "min": round(min(v), 3),
                       "max": round(max(v), 3), "n": len(v)}

@@ -127,28 +127,27 @@ def targets(res):
     if ready.get("ours") is not None and others:
         t["ours lowest boot->Ready"] = {"ours": ready["ours"], "best other": min(others) if others else None,
                                         "met": bool(others) and ready["ours"] < min(others)}
+    # issue 10's aims
+    if _med(o, "dhcp_to_ready_s") is not None:
+        a = _med(o, "dhcp_to_ready_s")
+        t["ours DHCP->Ready <= 1.5 s"] = {"ours": a, "met": a <= 1.5}
     if "sample" in V and _med(V["sample"], "dhcp_to_ready_s") and _med(o, "dhcp_to_ready_s") is not None:
         a, b = _med(o, "dhcp_to_ready_s"), _med(V["sample"], "dhcp_to_ready_s")
-        t["ours DHCP->Ready <= 0.5 x sample"] = {"ours": a, "sample": b, "ratio": round(a / b, 2),
-                                                 "met": a <= 0.5 * b}
-    nd = [b.get("boot_to_dhcp_s") for v in ("ours", "sample", "waagent", "ours-nosandbox") if v in V
-          for b in V[v]["runs"] if b.get("boot_to_dhcp_s") is not None]
-    if nd:
-        floor = sorted(nd)[len(nd) // 2]
-        t["floor (networkd DHCP lease, median)"] = floor
-        ours_over = ready["ours"] - floor if ready.get("ours") is not None else None
-        for v in ("waagent", "cloud-init"):
-            if ready.get(v) is not None and ours_over:
+        t["ours DHCP->Ready vs sample (when it wins its race)"] = {"ours": a, "sample": b,
+                                                                   "ratio": round(a / b, 2)}
+    floor = _med(o, "boot_to_dhcp_s")
+    if floor is not None and ready.get("ours") is not None:
+        t["floor (ours' boot->DHCP, median)"] = floor
+        ours_over = ready["ours"] - floor
+        for v, need in (("waagent", 4), ("cloud-init", 1.5)):
+            if ready.get(v) is not None and ours_over > 0:
                 r = (ready[v] - floor) / ours_over
-                t["%s (Ready - floor) >= 5 x ours" % v] = {"ratio": round(r, 2), "met": r >= 5}
-            own = _med(V.get(v), "dhcp_to_ready_s")
-            if own is not None and _med(o, "dhcp_to_ready_s"):
-                t["%s (Ready - floor) >= 5 x ours" % v]["own DHCP->Ready ratio"] = round(
-                    own / _med(o, "dhcp_to_ready_s"), 2)
+                t["%s (boot->Ready - floor) >= %g x ours" % (v, need)] = {"ratio": round(r, 2),
+                                                                         "met": r >= need}
     rb = res.get("ours_reboot")
     if rb and rb.get("time_in_units_s"):
         m = rb["time_in_units_s"]["median"]
-        t["reboot: time in our units <= 0.3 s"] = {"median_s": m, "met": m <= 0.3}
+        t["reboot: time in our units 0.00 s (no process)"] = {"median_s": m, "met": m <= 0.005}
     base = res.get("guest_baseline", {}).get("python3 -c pass", {}).get("rss_kb")
     if base and o.get("units"):
         worst = max(d["peak_rss_kb"]["max"] for d in o["units"].values() if d.get("peak_rss_kb"))
@@ -207,6 +206,9 @@ def targets_text(t):
     out = []
     for k, v in t.items():
         if isinstance(v, dict):
+            if "met" not in v:  # a figure for context, no aim
+                out.append("- %s: %s" % (k, ", ".join("%s %s" % (a, b) for a, b in v.items())))
+                continue
             met = v.pop("met", None)
             out.append("- %s: %s — %s" % (k, ", ".join("%s %s" % (a, b) for a, b in v.items()),
                                           "met" if met else "**missed**"))

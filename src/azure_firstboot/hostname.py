@@ -41,6 +41,14 @@ def _wait_for_wireserver(ctx, limit=60.0):
         log.info("WireServer %s:%d reachable again after %.1f s" % (host, port, waited))
 
 
+def _wireserver(state):
+    """(host, port) network-wait reached in this boot, or None."""
+    try:
+        return protocol.split_endpoint(state.boot_flag("endpoint") or "")
+    except ValueError:
+        return None
+
+
 def run(ctx):
     state = ctx.state
     if not ctx.config[("hostname", "enabled")]:
@@ -69,7 +77,7 @@ def run(ctx):
     except OSError as exc:
         return _fail(state, "cannot set host name %s: %s" % (name, exc))
     if ctx.config[("hostname", "publish")]:
-        published = system.publish_hostname(ctx.paths, name)
+        published = system.publish_hostname(ctx.paths, name, _wireserver(state))
         if ctx.paths.is_host:
             _wait_for_wireserver(ctx)
     else:

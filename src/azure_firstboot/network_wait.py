@@ -1,7 +1,7 @@
 """Unit 1, network-wait: find the WireServer and wait (bounded) until it
 accepts a TCP connection.  Records the endpoint for the later units.
 
-Path: this file -> transport.can_connect -> system.lease_endpoint.
+Path: this file -> netlink (wake-ups, connect) -> system.lease_endpoint.
 """
 
 import time
@@ -12,6 +12,7 @@ STEP = "network-wait"
 
 
 NO_LEASE_YET = "default address; no DHCP lease yet"
+UNREACHABLE = frozenset((101, 113, 99))  # ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL (Linux)
 
 
 def _from_leases(ctx, deadline=None):
@@ -27,7 +28,7 @@ def _from_leases(ctx, deadline=None):
     return protocol.WIRESERVER_DEFAULT, "default address"
 
 
-def wireserver_endpoint(ctx, wait, deadline=None):
+def wireserver_endpoint(ctx, wait=False, deadline=None):
     """(host, port, source): the configured endpoint, else DHCP option 245
     from the leases (files; NetworkManager's own view when its internal client
     holds the lease), else 168.63.129.16.  With ``wait``, give a lease up to
@@ -64,35 +65,54 @@ def recorded_endpoint(ctx, deadline=None):
 
 
 def run(ctx):
+    """Starts before network-online.target, usually before the DHCP lease:
+    re-reads the endpoint (a lease may announce option 245) and tries it on
+    every address/route change the kernel reports, and every 0.25 s while the
+    network is up but the WireServer does not answer yet."""
+    from azure_firstboot import netlink
+
     state = ctx.state
     limit = ctx.config[("provisioning", "network_timeout")]
     deadline = transport.Deadline(limit)  # the lease files are read within it
     started = time.monotonic()
-    host, port, source = wireserver_endpoint(ctx, wait=True, deadline=deadline)
     last_note = started
-    log.info("waiting up to %d s for the WireServer at %s:%d (%s)" % (limit, host, port, source))
-    while not transport.can_connect(host, port, min(2.0, max(0.05, deadline.remaining()))):
-        if deadline.remaining() <= 0:
-            reason = "WireServer %s:%d not reachable within %d s" % (host, port, limit)
-            state.record(STEP, "failed", reason=reason, endpoint="%s:%d" % (host, port))
-            log.error(reason)
-            return 1
-        if time.monotonic() - last_note >= 5:
-            last_note = time.monotonic()
-            log.info("still waiting for %s:%d to accept a connection (%.0f s)" % (
-                host, port, last_note - started))
-        time.sleep(min(0.25, max(0.0, deadline.remaining())))
-        if source == NO_LEASE_YET:
-            # the lease came after we started: it may name another WireServer
-            found = _from_leases(ctx, deadline)
-            if found:
-                source = found[1]
-                if found[0] != host:
-                    host, port = found[0], 80
-                    log.info("DHCP lease names the WireServer %s:%d (%s)" % (host, port, source))
-    endpoint = "%s:%d" % (host, port)
-    state.set_boot_flag("endpoint", endpoint)
-    state.record(STEP, "ok", endpoint=endpoint, source=source,
-                 waited=round(time.monotonic() - started, 3))
-    log.info("WireServer %s reachable after %.1f s" % (endpoint, time.monotonic() - started))
+    attempts = 0
+    endpoint = None
+    with netlink.Watcher() as watcher:  # opened first: no change slips by
+        if watcher.problem:
+            log.warning("no netlink (%s); polling every %.1f s" % (watcher.problem, netlink.POLL))
+        while True:
+            host, port, source = wireserver_endpoint(ctx, deadline=deadline)
+            if (host, port) != endpoint:
+                endpoint = (host, port)
+                log.info("waiting up to %d s for the WireServer at %s:%d (%s)" % (
+                    limit, host, port, source))
+            attempts += 1
+            error = watcher.connect(host, port, min(1.0, max(0.05, deadline.remaining())))
+            if error is None:
+                break
+            if isinstance(error, netlink.Changed) and deadline.remaining() > 0:
+                watcher.wait(0)  # take the queued events, then try again at once
+                continue
+            if deadline.remaining() <= 0:
+                reason = "WireServer %s:%d not reachable within %d s (%s)" % (
+                    host, port, limit, error.strerror or error)
+                state.record(STEP, "failed", reason=reason, endpoint="%s:%d" % (host, port))
+                log.error(reason)
+                return 1
+            if time.monotonic() - last_note >= 5:
+                last_note = time.monotonic()
+                log.info("still waiting for %s:%d to accept a connection (%.0f s: %s)" % (
+                    host, port, last_note - started, error.strerror or error))
+            # No route or address yet: only a netlink event can change that
+            # (the 1 s is a safety net). Refused: again in 0.25 s. Timed out:
+            # the time is already spent, try again at once.
+            code = getattr(error, "errno", None)
+            quiet = 1.0 if code in UNREACHABLE else (0.0 if code == 110 else 0.25)  # 110: ETIMEDOUT
+            watcher.wait(min(quiet, max(0.0, deadline.remaining())))
+    text = "%s:%d" % endpoint
+    waited = time.monotonic() - started
+    state.set_boot_flag("endpoint", text)
+    state.record(STEP, "ok", endpoint=text, source=source, waited=round(waited, 3), attempts=attempts)
+    log.info("WireServer %s reachable after %.1f s (%d attempts)" % (text, waited, attempts))
     return 0

@@ -134,27 +134,19 @@ def update_hosts(paths, name):
     return "/etc/hosts 127.0.1.1"
 
 
-def _systemd_running(paths):
-    return paths.is_host and os.path.isdir("/run/systemd/system")
-
-
 def set_hostname(paths, name):
-    """Make ``name`` the static and the running host name; returns how."""
-    how = None
-    if _systemd_running(paths) and _which("hostnamectl"):
-        ok, output = run(["hostnamectl", "set-hostname", name])
-        if ok:
-            how = "hostnamectl"
-        else:
-            log.warning("hostnamectl set-hostname failed (%s); writing /etc/hostname instead" % output)
-    if how is None:
-        write_atomic(paths("/etc/hostname"), name + "\n")
-        how = "/etc/hostname"
-        if paths.is_host:
-            import _socket
+    """Make ``name`` the static and the running host name; returns how.
 
-            _socket.sethostname(name)
-            how += " + sethostname"
+    No hostnamectl: systemd-hostnamed's D-Bus activation cost ~0.5 s on the
+    boot path, and hostnamed reads the same two things when it is asked later
+    (static = /etc/hostname, transient = the kernel's name)."""
+    write_atomic(paths("/etc/hostname"), name + "\n")
+    how = "/etc/hostname"
+    if paths.is_host:
+        import _socket
+
+        _socket.sethostname(name)
+        how += " + sethostname"
     hosts = update_hosts(paths, name)
     if hosts:
         how += ", " + hosts
@@ -440,20 +432,66 @@ def _publish_dhclient(paths):
     return "ifupdown restart of " + ", ".join(results)
 
 
-def publish_hostname(paths, name):
+REPUBLISH_WAIT = 10.0  # s: how long to wait for networkd's new lease
+
+
+def _networkd_republish(indexes, probe):
+    """systemd-networkd (252..257 checked) copies the host name into its DHCP
+    client only when it configures the client: "networkctl renew" repeats the
+    old name (systemd issues 23244, 36792). "networkctl reconfigure" restarts
+    the client with the new name, which releases the lease: the address is
+    gone for ~0.2 s. So we watch netlink for the link's IPv4 address to come
+    back (RTM_NEWADDR, also sent when networkd only refreshes a kept address)
+    and for the WireServer to accept a connection before returning: the next
+    unit (report-ready) never starts inside that gap."""
+    import time
+
+    from azure_firstboot import netlink
+
+    started = time.monotonic()
+    end = started + REPUBLISH_WAIT
+    with netlink.Watcher() as watcher:  # opened before the restart: nothing missed
+        results, last = [], {}
+        for index in indexes:
+            ok, output = run(["networkctl", "reconfigure", index])
+            results.append("%s%s" % (index, "" if ok else " failed: " + output))
+            if ok:
+                last[int(index)] = None
+        restarted = time.monotonic()
+        summary = "systemd-networkd reconfigure of link %s (%.2f s)" % (
+            ", ".join(results), restarted - started)
+        if not last:
+            return summary
+        if watcher.sock is None:
+            return summary + "; not waiting for the new lease (no netlink: %s)" % watcher.problem
+        while True:
+            back = all(kind == netlink.RTM_NEWADDR for kind in last.values())
+            if back and probe:
+                error = watcher.connect(probe[0], probe[1], max(0.05, min(1.0, end - time.monotonic())))
+                back = error is None  # on netlink.Changed the wait below returns at once
+            if back:
+                return summary + "; address%s back %.2f s later" % (
+                    " and WireServer" if probe else "", time.monotonic() - restarted)
+            if time.monotonic() >= end:
+                log.warning("the new DHCP lease is not there after %.0f s; continuing" % REPUBLISH_WAIT)
+                return summary + "; no new lease within %.0f s" % REPUBLISH_WAIT
+            for event in watcher.wait(min(0.25, max(0.0, end - time.monotonic()))):
+                if event and event[0] in (netlink.RTM_NEWADDR, netlink.RTM_DELADDR) \
+                        and event[1] == netlink.AF_INET and event[2] in last:
+                    last[event[2]] = event[0]
+
+
+def publish_hostname(paths, name, probe=None):
     """Make the running DHCP client send a request carrying the (new) host
-    name, so that Azure DNS registers it.  Returns a one-line summary."""
+    name, so that Azure DNS registers it.  Returns a one-line summary.
+    ``probe``: (host, port) of the WireServer; where publishing takes the
+    address away for a moment (systemd-networkd), return only once it is
+    back and the WireServer accepts connections again."""
     if not paths.is_host:
         return "not published (--root)"
     leases = [n for n in _listdir(NETWORKD_LEASES) if n.isdigit()]
     if leases and _which("networkctl"):
-        # reconfigure restarts the DHCP client, which reads the host name
-        # afresh; a plain renew would repeat the old one.
-        results = []
-        for index in leases:
-            ok, output = run(["networkctl", "reconfigure", index])
-            results.append("%s%s" % (index, "" if ok else " failed: " + output))
-        return "systemd-networkd reconfigure of link " + ", ".join(results)
+        return _networkd_republish(leases, probe)
     if _nm_running(paths):
         ok, output = run(NMCLI_SHOW, timeout=30, raw=True)
         if not ok:

@@ -21,6 +21,13 @@ AGENT_UNITS = ("azure-firstboot-network-wait.service", "azure-firstboot-hostname
 SSH_KEYGEN_UNIT = "azure-firstboot-ssh-keygen.service"
 # Every unit the packages ship, enable and must never start.
 UNITS = AGENT_UNITS + (SSH_KEYGEN_UNIT,)
+# [Install] WantedBy= of each unit (network-wait is part of network-online.target)
+WANTED_BY = {"azure-firstboot-network-wait.service": "network-online.target"}
+
+
+def wants_link(unit):
+    """Where enabling ``unit`` puts its symlink."""
+    return "/etc/systemd/system/%s.wants/%s" % (WANTED_BY.get(unit, "multi-user.target"), unit)
 sys.path.insert(0, os.path.join(TOP, "src"))
 
 
@@ -145,8 +152,13 @@ class Chroot(object):
         return set(line for line in out.stdout.splitlines() if PKG in line)
 
     def wants_links(self):
-        wants = self.path("/etc/systemd/system/multi-user.target.wants")
-        return sorted(n for n in os.listdir(wants) if n.startswith(PKG)) if os.path.isdir(wants) else []
+        """Our units enabled: the links in the .wants directories of their targets."""
+        found = []
+        for target in sorted(set(WANTED_BY.values()) | {"multi-user.target"}):
+            wants = self.path("/etc/systemd/system/%s.wants" % target)
+            if os.path.isdir(wants):
+                found += [n for n in os.listdir(wants) if n.startswith(PKG)]
+        return sorted(found)
 
 
 @pytest.fixture

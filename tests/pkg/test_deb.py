@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from conftest import AGENT_UNITS, PKG, SSH_KEYGEN_UNIT, UNITS, run, version
+from conftest import AGENT_UNITS, PKG, SSH_KEYGEN_UNIT, UNITS, run, version, wants_link
 
 START = re.compile(r"\b(start|restart|try-restart|reload-or-restart|try-reload-or-restart|reload)\b")
 
@@ -19,7 +19,7 @@ def started_units(log):
 
 def assert_enabled(ch, units=UNITS):
     for unit in units:
-        link = ch.path("/etc/systemd/system/multi-user.target.wants/" + unit)
+        link = ch.path(wants_link(unit))
         assert os.path.islink(link), "%s not enabled (no symlink)" % unit
         assert os.readlink(link) == "/lib/systemd/system/" + unit
         assert os.path.isfile(ch.path("/lib/systemd/system/" + unit))

@@ -43,7 +43,9 @@ def test_units_run_cli_commands_with_shared_runtime_dir():
         assert u["RuntimeDirectory"] == ["azure-firstboot"]
         # shared /run/azure-firstboot must survive any one unit stopping or failing
         assert u["RuntimeDirectoryPreserve"] == ["yes"]
-        assert u["WantedBy"] == ["multi-user.target"]
+        # network-wait is part of network-online.target (like systemd-networkd-wait-online)
+        wanted = "network-online.target" if command == "network-wait" else "multi-user.target"
+        assert u["WantedBy"] == [wanted]
         # ProcSubset=pid would hide /proc/sys/kernel/random/boot_id (state.py)
         assert u.get("ProcSubset") != ["pid"]
         assert u["IPAddressDeny"] == ["any"]
@@ -56,18 +58,30 @@ def test_fast_path_and_ordering():
     hostname = unit("azure-firstboot-hostname.service")
     ready = unit("azure-firstboot-report-ready.service")
     wait = unit("azure-firstboot-network-wait.service")
-    # the per-boot flag is written by azure-firstboot-generator (or, as a fallback,
-    # by network-wait itself): all three skip without starting a process
-    for u in (wait, hostname, ready):
-        assert u["ConditionPathExists"] == ["!/run/azure-firstboot/provisioned"]
+    # the per-boot flags are written by azure-firstboot-generator (provisioned also,
+    # as a fallback, by network-wait itself): all skip without starting a process
+    for u in (wait, hostname, ready, unit("azure-firstboot-user.service")):
+        assert u["ConditionPathExists"] == ["!/run/azure-firstboot/provisioned",
+                                            "!/run/azure-firstboot/not-azure"]
     generator = os.path.join(TOP, "systemd", "azure-firstboot-generator")
     assert os.access(generator, os.X_OK)
     with open(generator) as f:
-        assert "/run/azure-firstboot/provisioned" in f.read()
-    assert "network-online.target" in wait["Wants"][0] and "network-online.target" in wait["After"][0]
-    assert hostname["Requires"] == ["azure-firstboot-network-wait.service"]
+        text = f.read()
+        assert "/run/azure-firstboot" in text and "provisioned" in text and "not-azure" in text
+    # network-wait: part of network-online.target, after the network managers, never after it
+    assert wait["DefaultDependencies"] == ["no"]
+    assert "network-online.target" in " ".join(wait["Before"])
+    assert "network-online.target" not in " ".join(wait["After"] + wait.get("Wants", []))
+    for manager in ("systemd-networkd.service", "NetworkManager.service", "networking.service"):
+        assert manager in " ".join(wait["After"])
+    assert wait["Conflicts"] == ["shutdown.target"] and "shutdown.target" in " ".join(wait["Before"])
+    # hostname and report-ready: after network-online.target; hostname has no Requires= chain
+    for u in (hostname, ready):
+        assert "network-online.target" in " ".join(u["Wants"])
+        assert "network-online.target" in " ".join(u["After"])
+    assert "Requires" not in hostname
     after = " ".join(ready["After"])
-    assert "azure-firstboot-hostname.service" in after and "azure-firstboot-network-wait.service" in after
+    assert "azure-firstboot-hostname.service" in after and "azure-firstboot-user.service" in after
     # report-ready must run when hostname failed: ordering only, no Requires/Requisite/BindsTo
     for key in ("Requires", "Requisite", "BindsTo", "PartOf"):
         assert "azure-firstboot-hostname.service" not in " ".join(ready.get(key, []))
@@ -77,7 +91,8 @@ def test_user_unit_ordering_and_sandbox():
     u = unit("azure-firstboot-user.service")
     hostname = unit("azure-firstboot-hostname.service")
     ready = unit("azure-firstboot-report-ready.service")
-    assert u["ConditionPathExists"] == ["!/run/azure-firstboot/provisioned"]
+    assert u["ConditionPathExists"] == ["!/run/azure-firstboot/provisioned",
+                                        "!/run/azure-firstboot/not-azure"]
     assert "network-online.target" in u["Wants"][0]
     after = " ".join(u["After"]).split()
     before = " ".join(u["Before"]).split()

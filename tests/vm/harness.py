@@ -1019,12 +1019,17 @@ class Netns(object):
         self.dhcp_options = list(dhcp_options)
         self.extra_addrs = list(extra_addrs)
         self.dnsmasq = None
+        self.dhcp_started = None
+        self.started = False
 
     def ns(self, *argv, check=True):
         return _run(["ip", "netns", "exec", self.name] + list(argv), check=check)
 
-    def start(self):
+    def start(self, dhcp=True):
+        """Namespace, tap and addresses; and dnsmasq unless ``dhcp`` is false (then
+        start_dhcp() later: a DHCP server that answers late)."""
         _run(["ip", "netns", "add", self.name])
+        self.started = True
         try:
             self.ns("ip", "link", "set", "lo", "up")
             self.ns("ip", "tuntap", "add", "dev", self.tap, "mode", "tap")
@@ -1032,24 +1037,30 @@ class Netns(object):
             for a in self.extra_addrs:
                 self.ns("ip", "addr", "add", a if "/" in a else a + "/32", "dev", self.tap)
             self.ns("ip", "link", "set", self.tap, "up")
-            lease = os.path.join(self.workdir, self.name + ".dnsmasq.leases")
-            argv = ["ip", "netns", "exec", self.name, "dnsmasq", "--keep-in-foreground",
-                    "--conf-file=/dev/null", "--port=0", "--interface=" + self.tap,
-                    "--bind-interfaces", "--except-interface=lo", "--user=root",
-                    "--dhcp-range=%s.50,%s.99,255.255.255.0,1h" % (self.subnet, self.subnet),
-                    "--dhcp-option=3," + self.gateway, "--dhcp-leasefile=" + lease,
-                    "--pid-file=", "--log-dhcp", "--log-facility=-"]
-            argv += ["--dhcp-option-force=%s" % o for o in self.dhcp_options]
-            self._logf = open(os.path.join(self.workdir, self.name + ".dnsmasq.log"), "w")
-            self.dnsmasq = subprocess.Popen(argv, stdout=self._logf, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-            time.sleep(0.3)
-            if self.dnsmasq.poll() is not None:
-                raise RuntimeError("dnsmasq exited: " + open(self._logf.name).read()[-1500:])
+            if dhcp:
+                self.start_dhcp()
         except Exception:
             self.stop()
             raise
         return self
+
+    def start_dhcp(self):
+        """Start dnsmasq (DHCP with the options given) in the namespace."""
+        lease = os.path.join(self.workdir, self.name + ".dnsmasq.leases")
+        argv = ["ip", "netns", "exec", self.name, "dnsmasq", "--keep-in-foreground",
+                "--conf-file=/dev/null", "--port=0", "--interface=" + self.tap,
+                "--bind-interfaces", "--except-interface=lo", "--user=root",
+                "--dhcp-range=%s.50,%s.99,255.255.255.0,1h" % (self.subnet, self.subnet),
+                "--dhcp-option=3," + self.gateway, "--dhcp-leasefile=" + lease,
+                "--pid-file=", "--log-dhcp", "--log-facility=-"]
+        argv += ["--dhcp-option-force=%s" % o for o in self.dhcp_options]
+        self._logf = open(os.path.join(self.workdir, self.name + ".dnsmasq.log"), "w")
+        self.dnsmasq = subprocess.Popen(argv, stdout=self._logf, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        time.sleep(0.3)
+        self.dhcp_started = time.time()
+        if self.dnsmasq.poll() is not None:
+            raise RuntimeError("dnsmasq exited: " + open(self._logf.name).read()[-1500:])
 
     def stop(self):
         if self.dnsmasq and self.dnsmasq.poll() is None:
@@ -1063,7 +1074,7 @@ class Netns(object):
         _run(["ip", "netns", "del", self.name], check=False)
 
     def __enter__(self):
-        if self.dnsmasq is None:
+        if not self.started:
             self.start()
         return self
 
