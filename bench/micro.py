@@ -24,7 +24,9 @@ from fabric_emulator import Fabric  # noqa: E402
 
 # Debian's python3, as in the image (a pyenv/venv python3 has more site imports)
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-STEPS = ("network-wait", "hostname", "report-ready")
+# user: useradd --root needs root; without it the step is disabled in the config
+STEPS = ("network-wait", "hostname", "user", "report-ready") if os.geteuid() == 0 else \
+    ("network-wait", "hostname", "report-ready")
 VM_ID = "5C9F1C56-64F7-4D55-9A0B-6C2F0E8B7A31"
 
 
@@ -41,8 +43,17 @@ def scratch_root(fab):
     _write(root, "sys/class/dmi/id/product_uuid", VM_ID + "\n")
     _write(root, "etc/hostname", "localhost\n")
     _write(root, "etc/hosts", "127.0.0.1\tlocalhost\n")
-    _write(root, "bench.conf", "[wireserver]\nendpoint = %s\n[imds]\nendpoint = %s\n" % (
-        fab.wireserver_address, fab.imds_address))
+    # the account databases useradd --root works on (as tests/demo.py)
+    _write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n")
+    _write(root, "etc/group", "root:x:0:\nsudo:x:27:\nusers:x:100:\n")
+    _write(root, "etc/shadow", "root:*:19000:0:99999:7:::\n")
+    _write(root, "etc/gshadow", "root:*::\nsudo:*::\n")
+    _write(root, "etc/login.defs", "UID_MIN 1000\nUID_MAX 60000\nUSERGROUPS_ENAB yes\n")
+    _write(root, "etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\n")
+    for d in ("etc/sudoers.d", "home"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    _write(root, "bench.conf", "[wireserver]\nendpoint = %s\n[imds]\nendpoint = %s\n%s" % (
+        fab.wireserver_address, fab.imds_address, "" if "user" in STEPS else "[user]\nenabled = no\n"))
     return root
 
 

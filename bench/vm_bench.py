@@ -40,10 +40,12 @@ VARIANTS = ("ours", "sample", "waagent", "cloud-init")
 EXPERIMENTS = ("ours-nosandbox", "ours-nouserns")
 # bump when a customize function below changes (it is part of the image cache tag)
 BENCH_LAYER = "2"
+# every unit of ours that runs the agent (the user unit may not be in the harness' list)
+OURS_UNITS = list(h.UNITS) + [u for u in ("azure-firstboot-user.service",) if u not in h.UNITS]
 AGENT_UNITS = {
-    "ours": list(h.UNITS),
-    "ours-nosandbox": list(h.UNITS),
-    "ours-nouserns": list(h.UNITS),
+    "ours": OURS_UNITS,
+    "ours-nosandbox": OURS_UNITS,
+    "ours-nouserns": OURS_UNITS,
     "sample": ["azure-provisioning.service"],
     "waagent": ["walinuxagent.service"],
     "cloud-init": ["cloud-init-local.service", "cloud-init.service", "cloud-config.service",
@@ -226,12 +228,12 @@ ReadWritePaths=
 
 
 def _custom_nosandbox(root, lf):
-    for u in h.UNITS:
+    for u in OURS_UNITS:
         _write(root, "etc/systemd/system/%s.d/bench-nosandbox.conf" % u, NOSANDBOX)
 
 
 def _custom_nouserns(root, lf):
-    for u in h.UNITS:
+    for u in OURS_UNITS:
         _write(root, "etc/systemd/system/%s.d/bench-nouserns.conf" % u,
                "# bench experiment only: no user namespace (the (sd-userns) helper)\n"
                "[Service]\nPrivateUsers=no\n")
