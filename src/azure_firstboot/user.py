@@ -308,10 +308,11 @@ def _medium_password(paths, name):
         log.warning("password logins were asked for, but no medium is mounted under --root: "
                     "no password set")
         return None
-    data, device = _read_ovf_env()
+    data, device, problems = _read_ovf_env()
     if data is None:
         log.warning("password logins were asked for, but no provisioning medium with "
-                    "ovf-env.xml was found: no password set")
+                    "ovf-env.xml was found%s: no password set" % (
+                        " (%s)" % "; ".join(problems) if problems else ""))
         return None
     try:
         ovf = accounts.parse_ovf_env(data)
@@ -354,9 +355,10 @@ def _media_candidates():
 
 
 def _read_ovf_env():
-    """(bytes of ovf-env.xml, device) from the first medium that has one,
-    mounted read-only, nosuid, nodev, noexec in a private 0700 directory
-    and unmounted at once; (None, None) when none has it."""
+    """(bytes of ovf-env.xml, device, []) from the first medium that has
+    one, mounted read-only, nosuid, nodev, noexec in a private 0700
+    directory and unmounted at once; (None, None, [what went wrong per
+    device]) when none has it."""
     import time
 
     waited = 0.0
@@ -367,7 +369,8 @@ def _read_ovf_env():
         time.sleep(1.0)
         waited += 1.0
     if not candidates:
-        return None, None
+        return None, None, ["no CD-ROM drive or UDF/ISO 9660 device"]
+    problems = []
     os.makedirs(st.RUN_DIR, mode=0o755, exist_ok=True)
     try:
         os.mkdir(MEDIA_DIR, 0o700)
@@ -381,12 +384,14 @@ def _read_ovf_env():
                                      device, MEDIA_DIR])
             if not ok:
                 log.info("no provisioning medium on %s: %s" % (device, output))
+                problems.append("%s: %s" % (device, output[:120]))
                 continue
             try:
                 try:
                     fd = os.open(MEDIA_DIR + "/ovf-env.xml", os.O_RDONLY | os.O_NOFOLLOW)
                 except OSError:
                     log.info("%s holds no ovf-env.xml" % device)
+                    problems.append("%s: no ovf-env.xml" % device)
                     continue
                 try:
                     data = os.read(fd, FILE_MAX + 1)
@@ -394,12 +399,12 @@ def _read_ovf_env():
                     os.close(fd)
                 if len(data) > FILE_MAX:
                     raise Failure("ovf-env.xml on %s is larger than %d bytes" % (device, FILE_MAX))
-                return data, device
+                return data, device, []
             finally:
                 ok, output = system.run(["umount", MEDIA_DIR])
                 if not ok:
                     log.warning("cannot unmount %s from %s: %s" % (device, MEDIA_DIR, output))
-        return None, None
+        return None, None, problems
     finally:
         try:
             os.rmdir(MEDIA_DIR)
