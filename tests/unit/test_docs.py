@@ -1,7 +1,8 @@
 """The documentation stays true where a machine can tell: every `make TARGET`
 shown exists in the Makefile, every `azure-firstboot COMMAND --flag` shown exists in
 the CLI, every configuration key shown exists in config.SCHEMA, every relative link
-(and #anchor) between the documents resolves."""
+(and #anchor) between the documents resolves, and the man page says which unit
+carries which condition."""
 
 import glob
 import os
@@ -241,6 +242,33 @@ def test_readme_is_short():
 
 
 # -------------------------------------------------------------------- man page
+
+def unit_conditions():
+    for path in sorted(glob.glob(os.path.join(TOP, "systemd", "*.service"))):
+        conds = re.findall(r"^(Condition\w+)=(.+)$", read(path), re.M)
+        yield os.path.basename(path), conds
+
+
+def man_unit_paragraphs():
+    man = read(os.path.join(TOP, "systemd", "azure-firstboot.8"))
+    units = man[man.index(".SH UNITS"):]
+    units = units[:units.index("\n.SH ", 1)]
+    paragraphs = {}
+    for part in re.split(r"\n\.TP\n", units):
+        m = re.match(r"\.B (azure\\-firstboot\\-[\w\\-]+\.service)", part)
+        if m:
+            paragraphs[m.group(1).replace("\\-", "-")] = part.replace("\\-", "-").replace("\\(", "(")
+    return paragraphs
+
+
+def test_man_page_says_which_unit_carries_which_condition():
+    paragraphs = man_unit_paragraphs()
+    for unit, conds in unit_conditions():
+        assert unit in paragraphs, "man page UNITS has no paragraph for %s" % unit
+        flat = re.sub(r"\s+", " ", re.sub(r"^\.\w+ ?", "", paragraphs[unit], flags=re.M))
+        for name, value in conds:
+            assert value in flat, "%s: %s=%s not in its man page paragraph" % (unit, name, value)
+
 
 @pytest.mark.parametrize("section", [".SH EXAMPLES", ".BR journalctl (1)"])
 def test_man_page_has(section):
