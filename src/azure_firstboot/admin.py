@@ -7,29 +7,108 @@ import os
 from azure_firstboot import __version__, log, state as st
 
 
-def status(ctx, as_json):
+# status exit codes (documented in 'status --help' and the man page)
+PROVISIONED, FAILED, USAGE, NOT_YET, NOT_AZURE = 0, 1, 2, 3, 4
+WORDS = {PROVISIONED: "provisioned", FAILED: "failed", NOT_YET: "not yet", NOT_AZURE: "not on Azure"}
+POLL = 0.5
+
+
+def boot_identity(ctx):
+    """(vm_id, on_azure, source): from product_uuid when readable (root), else
+    from what this boot's units recorded world-readably: the generator's
+    /run/azure-firstboot/provisioned (holds the VM id) or the units'
+    /run/azure-firstboot/identity."""
     ident = ctx.identity
-    records = st.State(ctx.paths, ident.vm_id) if ident.vm_id else None
-    marker = records.provisioned() if records else None
+    assume = ctx.config[("provisioning", "assume_azure")]
+    if ident.vm_id is not None:
+        return ident.vm_id, ident.on_azure or assume, "SMBIOS"
+    noted = st.read_record(ctx.paths.run("identity")) or {}
+    if noted.get("vm_id"):
+        return noted["vm_id"], True, "recorded by the units in this boot"
+    flag = st.read_text(ctx.paths.run("provisioned"), 256)
+    if flag and flag.strip():
+        return flag.strip(), True, "recorded at boot (provisioned)"
+    return None, ident.on_azure or assume, None
+
+
+def assess(ctx):
+    """-> (exit code, one-line detail, vm_id, records, marker)."""
+    vm_id, on_azure, _ = boot_identity(ctx)
+    if not on_azure:
+        return NOT_AZURE, "chassis asset tag %r is not Azure's; nothing to do" % ctx.identity.asset_tag, \
+            vm_id, None, None
+    if vm_id is None:
+        problem = ctx.identity.problem
+        if problem and "not root?" not in problem:
+            return FAILED, "cannot tell which VM this is: %s" % problem, None, None, None
+        return NOT_YET, "the first-boot units have not recorded this VM yet (%s)" % problem, None, None, None
+    records = st.State(ctx.paths, vm_id)
+    marker = records.provisioned()
+    if marker is not None:
+        return PROVISIONED, "Ready reported for incarnation %s at %s" % (
+            marker.get("incarnation"), marker.get("time")), vm_id, records, marker
+    final = records.outcome("report-ready")
+    result = final.get("result") if final else None
+    if result == "failed":
+        return FAILED, final.get("reason") or "report-ready failed", vm_id, records, None
+    if result == "started" and not _alive(final.get("pid")):
+        return FAILED, "report-ready started at %s but did not finish (crashed or killed)" % (
+            final.get("time")), vm_id, records, None
+    if result == "ok":  # Ready acknowledged, but no marker (it could not be written)
+        return FAILED, "Ready was reported but the provisioned marker is missing", vm_id, records, None
+    return NOT_YET, "the first-boot units have not finished in this boot", vm_id, records, None
+
+
+def _alive(pid):
+    """Is process ``pid`` (from a start record) still running?  Unknown = yes."""
+    if not pid or not pid.isdigit() or not 0 < int(pid) < 1 << 22:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else (status run by a user)
+    return True
+
+
+def status(ctx, as_json, wait=False, timeout=None):
+    if wait:
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            code = assess(ctx)[0]
+            if code != NOT_YET or (end is not None and time.monotonic() >= end):
+                break
+            time.sleep(POLL if end is None else max(0.0, min(POLL, end - time.monotonic())))
+    code, detail, vm_id, records, marker = assess(ctx)
+    ident = ctx.identity
     steps = {step: (records.latest(step) if records else None) for step in st.STEPS}
     doc = {
+        "status": WORDS[code],
+        "exit_code": code,
+        "detail": detail,
         "version": __version__,
-        "vm_id": ident.vm_id,
-        "vm_id_problem": ident.problem,
+        "vm_id": vm_id,
+        "vm_id_source": boot_identity(ctx)[2],
+        "vm_id_problem": ident.problem if vm_id is None else None,
         "on_azure": ident.on_azure,
         "assume_azure": ctx.config[("provisioning", "assume_azure")],
         "chassis_asset_tag": ident.asset_tag,
         "provisioned": marker is not None,
         "marker": marker,
         "steps": steps,
+        "config_problems": ctx.config_problems,
     }
     if as_json:
         import json
 
         print(json.dumps(doc, indent=2, sort_keys=True))
-        return 0
+        return code
     lines = ["azure-firstboot %s" % __version__,
-             "VM id:        %s" % (ident.vm_id or "unknown (%s)" % ident.problem),
+             "status:       %s: %s" % (WORDS[code], detail),
+             "VM id:        %s" % (vm_id or "unknown (%s)" % ident.problem),
              "on Azure:     %s%s" % ("yes" if ident.on_azure else "no",
                                      " (assume_azure = yes)" if doc["assume_azure"] else ""),
              "provisioned:  %s" % ("yes: Ready reported for incarnation %s at %s" % (
@@ -44,8 +123,10 @@ def status(ctx, as_json):
                 if entry.get(k))
             text = "%s at %s%s" % (entry.get("result"), entry.get("time"), ": " + extra if extra else "")
         lines.append("%-13s %s" % (step + ":", text))
+    for problem in ctx.config_problems:
+        lines.append("config:       %s" % problem)
     print("\n".join(lines))
-    return 0
+    return code
 
 
 # What would also provision (or fight over) a VM made from this image.

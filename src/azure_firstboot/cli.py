@@ -20,7 +20,7 @@ commands:
   hostname       set the host name from IMDS osProfile.computerName, publish it via DHCP
   user           create the admin user from IMDS osProfile.adminUsername, install its SSH keys
   report-ready   report Ready (or ProvisioningFailed) to the WireServer
-  status         show what was done for this VM  [--json]
+  status         show what was done for this VM  [--json] [--wait [--timeout S]]
   deprovision    generalize before capturing an image: remove this agent's state, the
                  machine id, SSH host keys, host name and DHCP leases (name some of
                  --machine-id --ssh-host-keys --hostname --leases to remove only those)
@@ -29,21 +29,115 @@ commands:
                  and the account that ran it through sudo (the build user)
 
 options:
-  --config FILE  configuration file (default %s; missing = defaults)
+  --config FILE  configuration file (default %s under --root;
+                 a missing default file means the built-in defaults, a named FILE must exist)
   --root DIR     act on the system tree under DIR (image builders, tests): files only,
                  nothing on the running host changes
   --version      print the version
-  -h, --help     show this help
+  -h, --help     show this help; 'azure-firstboot COMMAND --help' shows a command's
 
 Each step acts once per VM (keyed on the SMBIOS VM id) and only on Azure.
-Exit status: 0 done or nothing to do, 1 the step failed, 2 usage or configuration error.
+Exit status: 0 done or nothing to do, 1 the step failed, 2 usage or configuration error
+('status' has its own codes: see 'azure-firstboot status --help').
 """ % config.DEFAULT_PATH
 
+HELP = {
+    "network-wait": """\
+usage: azure-firstboot network-wait
+
+Wait, up to [provisioning] network_timeout, until the WireServer accepts a TCP
+connection; its address is [wireserver] endpoint, else DHCP option 245 from a
+lease, else 168.63.129.16.  Records the address for report-ready.  On a VM
+already provisioned it only writes /run/azure-firstboot/provisioned.
+Exit status: 0 reachable or nothing to do, 1 not reachable in time,
+2 usage or configuration error (after doing its work).
+""",
+    "hostname": """\
+usage: azure-firstboot hostname
+
+Set the host name from IMDS compute.osProfile.computerName (validated;
+/etc/hostname, the 127.0.1.1 line of /etc/hosts, the kernel) and, with
+[hostname] publish, publish it to Azure DNS through the DHCP client.
+A failure is recorded for report-ready, which reports it to Azure.
+Exit status: 0 done, disabled or nothing to do, 1 failed, 2 usage or
+configuration error (a broken configuration: nothing is changed).
+""",
+    "user": """\
+usage: azure-firstboot user
+
+Create the admin user named by IMDS compute.osProfile.adminUsername and
+install its SSH public keys ([user] enabled, groups, sudo).  A failure is
+recorded for report-ready, which reports it to Azure.
+Exit status: 0 done, disabled or nothing to do, 1 failed, 2 usage or
+configuration error (a broken configuration: nothing is changed).
+""",
+    "report-ready": """\
+usage: azure-firstboot report-ready
+
+Fetch the goal state and report Ready to the WireServer, or
+NotReady/ProvisioningFailed with the reason when a step of this boot failed or
+the configuration is broken; writes the PROVISIONING_REPORT record to the
+Hyper-V KVP pool /var/lib/hyperv/.kvp_pool_1 (when that directory exists)
+before each report.  Writes /var/lib/azure-firstboot/provisioned only after
+the WireServer acknowledged Ready.
+Exit status: 0 Ready acknowledged or nothing to do, 1 failure reported or
+reporting failed, 2 usage error.
+""",
+    "status": """\
+usage: azure-firstboot status [--json] [--wait [--timeout S]]
+
+Show what was done for this VM: the outcome and each step's last result.
+Works for any user (the units record what it needs, without secrets, in
+/run/azure-firstboot and /var/lib/azure-firstboot).
+
+  --json         the same as a JSON document (keys "status", "exit_code", ...)
+  --wait         block until the first-boot units have finished (polls the
+                 state files every 0.5 s; no D-Bus)
+  --timeout S    with --wait: give up after S seconds (exit 3)
+
+Exit status:
+  0  provisioned: Ready was acknowledged for this VM
+  1  failed: provisioning failed in this boot (ProvisioningFailed reported, or
+     reporting failed)
+  2  usage error
+  3  not yet: the first-boot units have not finished (or --timeout expired)
+  4  not on Azure: nothing to do on this machine
+""",
+    "deprovision": """\
+usage: azure-firstboot deprovision [--dry-run] [--force|-y] [--all] [--user]
+                                   [--machine-id] [--ssh-host-keys] [--hostname] [--leases]
+
+Generalize this system before capturing an image.  Always removes this
+agent's state (/var/lib/azure-firstboot/*, /run/azure-firstboot/*), so the
+next boot provisions again.  With none of the first four parts named (or
+--all) it also removes all four; naming some removes only those (and the state):
+
+  --machine-id     empty /etc/machine-id (and remove /var/lib/dbus/machine-id)
+  --ssh-host-keys  remove /etc/ssh/ssh_host_*key* (new keys are made at boot)
+  --hostname       empty /etc/hostname
+  --leases         remove DHCP leases: /var/lib/dhcp/*.leases,
+                   /var/lib/dhclient/*.lease*, /var/lib/NetworkManager/*.lease,
+                   /run/systemd/netif/leases/*
+  --user           also remove the admin user the user step created and the
+                   account that ran this through sudo (the build user); adds to
+                   the default set (only with --user or --all, never by default)
+  --all            every part above, and --user
+  --dry-run        only list what would be removed or emptied
+  --force, -y      do not ask (it asks only when stdin is a terminal)
+
+Exit status: 0 done, 1 something could not be removed, 2 usage error.
+""",
+}
+
 COMMANDS = ("network-wait", "hostname", "user", "report-ready", "status", "deprovision")
+UNITS = ("network-wait", "hostname", "user", "report-ready")
 COMMAND_FLAGS = {
-    "status": ("--json",),
+    "status": ("--json", "--wait"),
     "deprovision": ("--dry-run", "--machine-id", "--ssh-host-keys", "--hostname", "--leases", "--user",
                     "--all", "--force", "-y"),
+}
+COMMAND_OPTIONS = {
+    "status": ("--timeout",),
 }
 
 # deprovision's parts; none named = all of them
@@ -55,31 +149,52 @@ class UsageError(Exception):
 
 
 class Done(Exception):
-    """Stop the command now with this exit code (e.g. nothing to do)."""
+    """Stop the command now with this exit code (e.g. nothing to do); a unit
+    puts ``summary`` on the console."""
 
-    def __init__(self, code):
+    def __init__(self, code, summary=None):
         Exception.__init__(self, code)
         self.code = code
+        self.summary = summary
 
 
 class Context(object):
-    """What every command gets: configuration, paths, identity."""
+    """What every command gets: configuration (and its problems), paths,
+    identity."""
 
-    def __init__(self, cfg, paths):
+    def __init__(self, cfg, paths, config_problems=()):
         self.config = cfg
+        self.config_problems = list(config_problems)
         self.paths = paths
         self.identity = system.read_identity(paths)
         self.state = None
 
+    def config_failure(self):
+        """The configuration problem to report to Azure, or None."""
+        if not self.config_problems:
+            return None
+        more = len(self.config_problems) - 1
+        return "configuration: %s%s" % (self.config_problems[0],
+                                        " (and %d more)" % more if more else "")
+
     def start(self, step):
-        """Common start of the three units: act only on Azure, once per VM."""
+        """Common start of the units: act only on Azure, once per VM.  A
+        broken configuration is logged (every problem, file:line); network-wait
+        and report-ready go on with the values that could be read, so that the
+        failure reaches Azure; the other steps change nothing."""
         ident = self.identity
+        for problem in self.config_problems[:20]:
+            log.error(problem)
+        broken = 2 if self.config_problems else 0
         if not ident.on_azure and not self.config[("provisioning", "assume_azure")]:
             log.info("%s: not on Azure (chassis asset tag %r); nothing to do" % (step, ident.asset_tag))
-            raise Done(0)
+            self._note_boot(None, False)
+            raise Done(broken, "not on Azure; nothing to do" if step == UNITS[0] else None)
         if ident.vm_id is None:
-            log.error("%s: cannot tell which VM this is: %s" % (step, ident.problem))
-            raise Done(1)
+            reason = "cannot tell which VM this is: %s" % ident.problem
+            log.error("%s: %s" % (step, reason))
+            raise Done(1, "%s FAILED: %s" % (step, reason))
+        self._note_boot(ident.vm_id, True)
         self.state = State(self.paths, ident.vm_id)
         marker = self.state.provisioned()
         if marker is not None:
@@ -90,19 +205,70 @@ class Context(object):
                     log.warning("cannot write the boot flag: %s" % exc)
             log.info("%s: VM %s already provisioned (Ready at %s); nothing to do" % (
                 step, ident.vm_id, marker.get("time")))
-            raise Done(0)
+            raise Done(broken, "VM already provisioned; nothing to do" if step == UNITS[0] else None)
+        if broken and step not in ("network-wait", "report-ready"):
+            reason = self.config_failure()
+            try:
+                self.state.record(step, "failed", reason=reason)
+            except OSError as exc:
+                log.warning("cannot record the result: %s" % exc)
+            raise Done(2, "%s FAILED: %s" % (step, reason))
         self.state.begin(step)  # first action: "started" (report_ready.why_not_ready)
         return self.state
 
+    def _note_boot(self, vm_id, on_azure):
+        """World-readable note of what this boot is (for 'status' run by a
+        user who cannot read product_uuid): the VM id, on Azure or not."""
+        from azure_firstboot import state as st
+
+        text = st.format_record({"vm_id": vm_id, "on_azure": "yes" if on_azure else "no"})
+        path = self.paths.run("identity")
+        if st.read_text(path) == text:
+            return
+        try:
+            st.write_atomic(path, text)
+        except OSError as exc:
+            log.warning("cannot write %s: %s" % (path, exc.strerror or exc))
+
+
+def _summary(step, code, entry):
+    """The one console line of a unit that ran: what it did, or why not."""
+    if entry is None:
+        return "%s: exited with status %d and recorded no result" % (step, code)
+    result, reason = entry.get("result"), entry.get("reason")
+    if step == "report-ready":
+        if result == "ok":
+            return "Ready reported (incarnation %s)" % entry.get("incarnation")
+        prefix = "reported ProvisioningFailed: "
+        if reason and reason.startswith(prefix):
+            return "provisioning FAILED: %s (reported to Azure)" % reason[len(prefix):]
+        return "provisioning FAILED: %s" % (reason or "unknown reason")
+    if result == "ok":
+        if step == "network-wait":
+            return "WireServer %s reachable" % entry.get("endpoint")
+        if step == "hostname":
+            return "host name set to %s" % entry.get("hostname")
+        if step == "user":
+            return "admin user %s %s" % (entry.get("user"), "created" if entry.get("created") == "yes"
+                                          else "updated")
+        return "%s done" % step
+    if result == "skipped":
+        return "%s skipped%s" % (step, ": " + reason if reason else "")
+    return "%s FAILED: %s" % (step, reason or "unknown reason")
+
 
 def parse_args(argv):
-    """argv -> (config path, root, command, set of flags); UsageError if bad."""
-    cfg_path, root, command, flags = config.DEFAULT_PATH, "/", None, set()
+    """argv -> (config path or None, root, command, set of flags, {option: value});
+    UsageError if bad.  Command "help" carries the command asked about in
+    the options (key "about")."""
+    cfg_path, root, command, flags, options = None, "/", None, set(), {}
     args = list(argv)
+    wants_help = False
     while args:
         arg = args.pop(0)
         name, eq, inline = arg.partition("=")
-        if name in ("--config", "--root"):
+        takes_value = name in ("--config", "--root") or name in COMMAND_OPTIONS.get(command, ())
+        if takes_value:
             if eq:
                 value = inline
             elif args:
@@ -113,25 +279,49 @@ def parse_args(argv):
                 raise UsageError("%s needs a non-empty value" % name)
             if name == "--config":
                 cfg_path = value
-            else:
+            elif name == "--root":
                 root = value
+            else:
+                options[name] = value
         elif arg in ("-h", "--help"):
-            return None, None, "help", set()
+            wants_help = True
         elif arg == "--version":
-            return None, None, "version", set()
+            return None, None, "version", set(), {}
         elif arg.startswith("-"):
             if command is None or arg not in COMMAND_FLAGS.get(command, ()):
-                raise UsageError("unknown option %s%s" % (arg, " for %s" % command if command else ""))
+                if wants_help:
+                    continue
+                raise UsageError("unknown option %s%s" % (_printable(arg), " for %s" % command if command else ""))
             flags.add(arg)
         elif command is None:
             if arg not in COMMANDS:
-                raise UsageError("unknown command %r (choose from %s)" % (arg, ", ".join(COMMANDS)))
+                raise UsageError("unknown command %r (choose from %s)" % (arg[:60], ", ".join(COMMANDS)))
             command = arg
-        else:
-            raise UsageError("unexpected argument %r" % arg)
+        elif not wants_help:
+            raise UsageError("unexpected argument %s" % _printable(arg))
+    if wants_help:
+        return None, None, "help", set(), {"about": command}
     if command is None:
         raise UsageError("no command given")
-    return cfg_path, root, command, flags
+    if "--timeout" in options and "--wait" not in flags:
+        raise UsageError("--timeout needs --wait")
+    return cfg_path, root, command, flags, options
+
+
+def _printable(text):
+    """A command-line word in a message: as is when printable and short,
+    else quoted and escaped."""
+    if text.isprintable() and len(text) <= 60:
+        return text
+    shown = repr(text[:60])
+    return shown + ("..." if len(text) > 60 else "")
+
+
+def _timeout(text):
+    whole, _, frac = text.partition(".")
+    if not (whole or frac) or not set(whole + frac) <= set("0123456789") or len(text) > 20:
+        raise UsageError("--timeout expects seconds (a number such as 60 or 2.5), got %s" % _printable(text))
+    return float(text)
 
 
 def _interactive():
@@ -144,62 +334,99 @@ def _interactive():
 
 def main(argv=None):
     try:
-        cfg_path, root, command, flags = parse_args(sys.argv[1:] if argv is None else argv)
+        cfg_path, root, command, flags, options = parse_args(sys.argv[1:] if argv is None else argv)
+        timeout = _timeout(options["--timeout"]) if "--timeout" in options else None
     except UsageError as exc:
-        sys.stderr.write("azure-firstboot: error: %s\nTry 'azure-firstboot --help'.\n" % exc)
+        log.error(str(exc))
+        sys.stderr.write("Try 'azure-firstboot --help'.\n")
         return 2
     if command == "help":
-        sys.stdout.write(USAGE)
+        sys.stdout.write(HELP.get(options["about"], USAGE))
         return 0
     if command == "version":
         print("azure-firstboot %s" % __version__)
         return 0
-    try:
-        cfg = config.load(cfg_path)
-    except config.ConfigError as exc:
-        log.error(str(exc))
-        return 2
     import os
 
     if not os.path.isdir(root):
-        log.error("--root %s is not a directory" % root)
+        log.error("--root %s is not a directory" % _printable(root))
         return 2
-    ctx = Context(cfg, Paths(root))
+    paths = Paths(root)
     try:
-        if command in ("network-wait", "hostname", "user", "report-ready"):
-            # Before importing the unit: an already-provisioned boot stops
-            # here, having loaded nothing that talks to the network.
-            ctx.start(command)
-        if command == "network-wait":
-            from azure_firstboot import network_wait as unit
-        elif command == "hostname":
-            from azure_firstboot import hostname as unit
-        elif command == "user":
-            from azure_firstboot import user as unit
-        elif command == "report-ready":
-            from azure_firstboot import report_ready as unit
+        if cfg_path is None:
+            cfg, problems = config.load(paths(config.DEFAULT_PATH))
         else:
-            from azure_firstboot import admin
+            cfg, problems = config.load(cfg_path, required=True)
+    except config.ConfigError as exc:
+        log.error(str(exc))
+        return 2
+    ctx = Context(cfg, paths, problems)
+    try:
+        if command in UNITS:
+            return _unit(ctx, command)
+        from azure_firstboot import admin
 
-            if command == "status":
-                return admin.status(ctx, "--json" in flags)
-            # No selection (or --all): everything a generalized image must lose.
-            # --user adds the admin/build user to that (as waagent's -deprovision+user).
-            chosen = [f for f in DEPROVISION_PARTS if f in flags]
-            if not chosen or "--all" in flags:
-                chosen = DEPROVISION_PARTS
-            force = bool(flags & {"--force", "-y"}) or not _interactive()
-            return admin.deprovision(
-                ctx, "--dry-run" in flags, "--machine-id" in chosen, "--ssh-host-keys" in chosen,
-                "--hostname" in chosen, "--leases" in chosen, force=force,
-                user="--user" in flags or "--all" in flags)
-        return unit.run(ctx)
-    except Done as done:
-        return done.code
+        for problem in problems[:20]:
+            log.warning(problem)
+        if command == "status":
+            return admin.status(ctx, "--json" in flags, "--wait" in flags, timeout)
+        # No selection (or --all): everything a generalized image must lose.
+        # --user adds the admin/build user to that (as waagent's -deprovision+user).
+        chosen = [f for f in DEPROVISION_PARTS if f in flags]
+        if not chosen or "--all" in flags:
+            chosen = DEPROVISION_PARTS
+        force = bool(flags & {"--force", "-y"}) or not _interactive()
+        return admin.deprovision(
+            ctx, "--dry-run" in flags, "--machine-id" in chosen, "--ssh-host-keys" in chosen,
+            "--hostname" in chosen, "--leases" in chosen, force=force,
+            user="--user" in flags or "--all" in flags)
     except OSError as exc:
-        log.error("%s: %s%s" % (command, exc.strerror or exc,
-                                " (%s)" % exc.filename if getattr(exc, "filename", None) else ""))
+        log.error("%s: %s" % (command, _os_error(exc)))
         return 1
     except KeyboardInterrupt:
         log.error("%s: interrupted" % command)
         return 130
+
+
+def _os_error(exc):
+    """An OSError as one line: what, which file, and "(not root?)" only when
+    permissions are the cause and we are not root."""
+    import errno
+    import os
+
+    text = exc.strerror or str(exc)
+    if getattr(exc, "filename", None):
+        text += " (%s)" % exc.filename
+    if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+        text += " (not root?)"
+    return text
+
+
+def _unit(ctx, step):
+    """Run one unit; put its one summary line on the console."""
+    try:
+        # Before importing the unit: an already-provisioned boot stops
+        # here, having loaded nothing that talks to the network.
+        ctx.start(step)
+        if step == "network-wait":
+            from azure_firstboot import network_wait as unit
+        elif step == "hostname":
+            from azure_firstboot import hostname as unit
+        elif step == "user":
+            from azure_firstboot import user as unit
+        else:
+            from azure_firstboot import report_ready as unit
+        code = unit.run(ctx)
+    except Done as done:
+        if done.summary:
+            log.summary(done.summary)
+        return done.code
+    except OSError as exc:
+        reason = _os_error(exc)
+        log.error("%s: %s" % (step, reason))
+        log.summary("%s FAILED: %s" % (step, reason))
+        return 1
+    log.summary(_summary(step, code, ctx.state.result(step, this_boot=True)))
+    if code == 0 and ctx.config_problems:
+        return 2
+    return code

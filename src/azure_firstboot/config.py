@@ -1,23 +1,47 @@
 """Configuration: a small, strict INI reader (pure) and the known keys.
 
-The file is INI as configparser reads it (``[section]``, ``key = value``,
-``#``/``;`` comment lines), but parsed here so that a typo is an error with
-a line number, and so that the boot path does not import configparser.
+The file is INI as configparser reads it: ``[section]`` headers, ``key =
+value`` or ``key: value`` lines (the first ``=`` or ``:`` separates), ``#``
+and ``;`` comment lines, keys case-insensitive.  It is parsed here so that a
+typo is an error naming the file and line, and so that the boot path does not
+import configparser.  What configparser would read differently is an error
+rather than a surprise: inline comments (``60 # one minute`` is a bad value),
+indented continuation lines, values over several lines.
+
+A damaged file does not stop provisioning: :func:`load` returns the values it
+could read (the built-in defaults for the rest) plus the list of problems,
+each one line ``FILE:LINE: what``.  The units log the problems and the VM
+reports ProvisioningFailed naming the first one; it never reports Ready with a
+broken configuration.
 """
 
 from azure_firstboot.protocol import split_endpoint
 
 DEFAULT_PATH = "/etc/azure-firstboot/azure-firstboot.conf"
+MAX_SIZE = 65536
+MAX_SECONDS = 7 * 24 * 3600
+_DIGITS = frozenset("0123456789")
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message is one line."""
 
 
+def _show(text, limit=60):
+    """A value as it appears in a message: quoted, escaped, bounded."""
+    shown = repr(text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
 def _seconds(text):
+    """Seconds: ASCII digits with at most one decimal point (no sign, no
+    exponent, no units), more than 0 and at most a week."""
+    whole, dot, frac = text.partition(".")
+    if (not (whole or frac) or not set(whole + frac) <= _DIGITS or len(text) > 20):
+        raise ValueError("expected a number of seconds such as 30 or 2.5")
     value = float(text)
-    if not 0 < value <= 7 * 24 * 3600:
-        raise ValueError("must be a number of seconds between 0 and 604800")
+    if not 0 < value <= MAX_SECONDS:
+        raise ValueError("must be more than 0 and at most %d seconds" % MAX_SECONDS)
     return value
 
 
@@ -27,11 +51,19 @@ def _bool(text):
         return True
     if low in ("no", "false", "off", "0"):
         return False
-    raise ValueError("must be yes or no")
+    raise ValueError("expected yes or no")
 
 
 def _endpoint(text):
-    split_endpoint(text)
+    if "://" in text or "/" in text:
+        raise ValueError("expected host[:port] without a scheme or path (no http://)")
+    host, sep, port = text.rpartition(":")
+    if sep and not (port and set(port) <= _DIGITS and len(port) <= 5 and 0 < int(port) < 65536):
+        raise ValueError("port must be a number from 1 to 65535")
+    try:
+        split_endpoint(text)
+    except ValueError:
+        raise ValueError("expected host[:port] (a host name or IPv4 address)")
     return text
 
 
@@ -76,60 +108,103 @@ def defaults():
     return {(s, k): default for s, keys in SCHEMA.items() for k, (_, default) in keys.items()}
 
 
+def _clean(text):
+    """One line, printable: what goes into a message from the file."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def parse_all(text, source="config"):
+    """INI text -> ({(section, key): value}, [problem, ...]).  Every value that
+    could be read is kept, the defaults fill the rest; each problem is one line
+    naming ``source`` and the line.  Never raises for any str input."""
+    values = defaults()
+    problems = []
+    seen = set()
+    section = None  # None: before any header; "": inside an unknown section
+    last_key = None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    # Lines end at \n (and \r\n), as in an editor; other control characters
+    # stay inside their line (and are errors there).
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip()
+        where = "%s:%d" % (source, number)
+
+        def bad(message):
+            problems.append(_clean("%s: %s" % (where, message)))
+
+        if not line or line[0] in "#;":
+            continue
+        if raw[0] in " \t" and last_key is not None:
+            bad("indented line continues the value of %s; values must fit on one line" % last_key)
+            continue
+        last_key = None
+        if line.startswith("["):
+            if not line.endswith("]"):
+                bad("malformed section header %s" % _show(line))
+                section = ""
+                continue
+            section = line[1:-1].strip().lower()
+            if section not in SCHEMA:
+                bad("unknown section [%s] (known: %s)" % (_clean(section[:40]), ", ".join(sorted(SCHEMA))))
+                section = ""
+            continue
+        cut = min(i for i in (line.find("="), line.find(":"), len(line)) if i >= 0)
+        if cut == len(line):
+            bad("expected 'key = value', got %s" % _show(line))
+            continue
+        key, value = line[:cut].strip().lower(), line[cut + 1:].strip()
+        if section is None:
+            bad("key %s outside of any [section]" % _show(key))
+            continue
+        if not section:
+            continue  # inside an unknown or malformed section: reported once, at its header
+        last_key = "%s.%s" % (section, key)
+        if key not in SCHEMA[section]:
+            bad("unknown key %s in [%s] (known: %s)" % (
+                _show(key), section, ", ".join(sorted(SCHEMA[section]))))
+            continue
+        if (section, key) in seen:
+            bad("%s.%s is set twice" % (section, key))
+            continue
+        seen.add((section, key))
+        try:
+            values[(section, key)] = SCHEMA[section][key][0](value)
+        except ValueError as exc:
+            bad("bad value for %s.%s: %s: %s" % (section, key, _show(value), exc))
+    return values, problems
+
+
 def parse(text, source="config"):
     """INI text -> {(section, key): value}, defaults filled in.
     Raises ConfigError naming the file and line of the first problem."""
-    values = defaults()
-    seen = set()
-    section = None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        where = "%s:%d" % (source, number)
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            if not line.endswith("]"):
-                raise ConfigError("%s: malformed section header %r" % (where, line))
-            section = line[1:-1].strip().lower()
-            if section not in SCHEMA:
-                raise ConfigError("%s: unknown section [%s] (known: %s)" % (
-                    where, section, ", ".join(sorted(SCHEMA))))
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, sep, value = line.partition(":")
-        if not sep:
-            raise ConfigError("%s: expected 'key = value', got %r" % (where, line))
-        if section is None:
-            raise ConfigError("%s: key outside of any [section]" % where)
-        key, value = key.strip().lower(), value.strip()
-        if key not in SCHEMA[section]:
-            raise ConfigError("%s: unknown key %r in [%s] (known: %s)" % (
-                where, key, section, ", ".join(sorted(SCHEMA[section]))))
-        if (section, key) in seen:
-            raise ConfigError("%s: %s.%s is set twice" % (where, section, key))
-        seen.add((section, key))
-        convert = SCHEMA[section][key][0]
-        try:
-            values[(section, key)] = convert(value)
-        except ValueError as exc:
-            raise ConfigError("%s: bad value for %s.%s: %r (%s)" % (where, section, key, value, exc))
+    values, problems = parse_all(text, source)
+    if problems:
+        raise ConfigError(problems[0])
     return values
 
 
-def load(path):
-    """Read and parse ``path``; a missing file means the defaults."""
+def load(path, required=False):
+    """Read and parse ``path`` -> (values, problems).  A missing file means
+    the defaults, unless ``required`` (a path the user named on the command
+    line): then it is a ConfigError, as is a file it cannot read at all."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(65536 + 1)
+            data = handle.read(MAX_SIZE + 1)
     except FileNotFoundError:
-        return defaults()
+        if required:
+            raise ConfigError("%s: no such file" % _clean(path))
+        return defaults(), []
     except OSError as exc:
-        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror))
-    if len(data) > 65536:
-        raise ConfigError("%s: larger than 64 KiB" % path)
+        problem = "%s: cannot read: %s" % (_clean(path), exc.strerror or exc)
+        if required:
+            raise ConfigError(problem)
+        return defaults(), [problem + "; using the built-in defaults"]
+    if len(data) > MAX_SIZE:
+        return defaults(), ["%s: larger than 64 KiB; using the built-in defaults" % _clean(path)]
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("%s: not UTF-8 text" % path)
-    return parse(text, path)
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        return defaults(), ["%s:%d: not UTF-8 text; using the built-in defaults" % (_clean(path), line)]
+    return parse_all(text, _clean(path))

@@ -5,6 +5,13 @@ set) warnings and errors carry a syslog priority prefix so that
 ``journalctl -p warning`` finds them.  Every line is flushed at once, so the
 journal shows when it happened, not when the process exited.
 
+Under systemd a unit's stderr goes to the journal *and the console*
+(StandardError=journal+console): there it carries only the unit's one
+summary line, so that boot diagnostics (the serial console) show each unit's
+outcome; warnings and errors then go to stdout with their priority prefix.
+Outside systemd, warnings and errors go to stderr as
+"azure-firstboot: error: ..." and there is no summary line.
+
 One message is one line: messages carry network data (reasons, ids, error
 bodies), so every character that is not printable (CR, LF, TAB, ESC and the
 other C0 controls, DEL, NEL and the other C1 controls, U+2028/U+2029, format
@@ -55,8 +62,20 @@ def info(message):
 
 
 def warning(message):
-    _emit(sys.stderr, "<4>", "warning: " + message)
+    if _JOURNAL:
+        _emit(sys.stdout, "<4>", "warning: " + message)
+    else:
+        _emit(sys.stderr, "", "azure-firstboot: warning: " + message)
 
 
 def error(message):
-    _emit(sys.stderr, "<3>", "error: " + message)
+    if _JOURNAL:
+        _emit(sys.stdout, "<3>", "error: " + message)
+    else:
+        _emit(sys.stderr, "", "azure-firstboot: error: " + message)
+
+
+def summary(message):
+    """A unit's one console line (journal+console stderr); only under systemd."""
+    if _JOURNAL:
+        _emit(sys.stderr, "<5>", message[:300])

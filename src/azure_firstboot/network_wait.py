@@ -85,7 +85,7 @@ def run(ctx):
             host, port, source = wireserver_endpoint(ctx, deadline=deadline)
             if (host, port) != endpoint:
                 endpoint = (host, port)
-                log.info("waiting up to %d s for the WireServer at %s:%d (%s)" % (
+                log.info("waiting up to %g s for the WireServer at %s:%d (%s)" % (
                     limit, host, port, source))
             attempts += 1
             error = watcher.connect(host, port, min(1.0, max(0.05, deadline.remaining())))
@@ -95,7 +95,7 @@ def run(ctx):
                 watcher.wait(0)  # take the queued events, then try again at once
                 continue
             if deadline.remaining() <= 0:
-                reason = "WireServer %s:%d not reachable within %d s (%s)" % (
+                reason = "WireServer %s:%d not reachable within %g s (%s)" % (
                     host, port, limit, error.strerror or error)
                 state.record(STEP, "failed", reason=reason, endpoint="%s:%d" % (host, port))
                 log.error(reason)

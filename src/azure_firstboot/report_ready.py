@@ -61,7 +61,7 @@ def fetch_goal_state(host, port, deadline):
     raise protocol.ProtocolError("no usable goal state: %s" % problem)
 
 
-def report(host, port, deadline, failure):
+def report(host, port, deadline, failure, before_post=None):
     """Post the health report until the WireServer accepts it; returns the
     goal state it was built from.
 
@@ -78,6 +78,8 @@ def report(host, port, deadline, failure):
         try:
             goal_state = fetch_goal_state(host, port, deadline)
             body = protocol.health_document(goal_state, failure)
+            if before_post is not None:
+                before_post()  # the KVP record: the host reads it when the report arrives
             response = transport.call(
                 host, port, "POST", protocol.HEALTH_PATH, "health report", deadline,
                 headers=_headers() + [("Content-Type", "text/xml;charset=utf-8")], body=body,
@@ -147,20 +149,37 @@ def _finish(state, result, **details):
         return False
 
 
+def _kvp_report(ctx, failure):
+    """The PROVISIONING_REPORT record in the Hyper-V KVP pool (if there is one)."""
+    from azure_firstboot import kvp, state
+
+    value = kvp.encode_report("error" if failure else "success", ctx.state.vm_id,
+                              state.now_iso(), __version__, failure)
+    problem = kvp.write_report(ctx.paths, value)
+    if problem:
+        log.warning("KVP report not written: %s" % problem)
+
+
 def run(ctx):
     state = ctx.state
     # One deadline from the start: finding the endpoint may read lease files.
     deadline = transport.Deadline(ctx.config[("provisioning", "deadline")])
     reasons = why_not_ready(ctx)
+    broken = ctx.config_failure()  # a broken configuration is never Ready
+    if broken:
+        reasons = [broken] + [r for r in reasons if "configuration: " not in r]
     failure = "; ".join(reasons) if reasons else None
     host, port, source = network_wait.recorded_endpoint(ctx, deadline)
     what = "Ready" if failure is None else "NotReady/ProvisioningFailed"
     log.info("reporting %s to the WireServer at %s:%d (%s)" % (what, host, port, source))
     started = time.monotonic()
+    if failure is not None:
+        _kvp_report(ctx, failure)  # at once: the host shows it even if the WireServer is unreachable
     try:
-        goal_state = report(host, port, deadline, failure)
+        goal_state = report(host, port, deadline, failure, lambda: _kvp_report(ctx, failure))
     except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
         reason = "could not report %s: %s" % (what, exc)
+        _kvp_report(ctx, failure or reason)
         log.error(reason)
         _finish(state, "failed", reason=reason, endpoint="%s:%d" % (host, port))
         return 1

@@ -32,9 +32,11 @@ def read_identity(paths):
     try:
         raw = read_text(paths(DMI + "product_uuid"), 4096)
     except OSError as exc:
-        raw, problem = None, "cannot read %s: %s" % (exc.filename, exc.strerror or exc)
+        # "(not root?)" only when that is the cause: product_uuid is root-only
+        hint = " (not root?)" if isinstance(exc, PermissionError) and os.geteuid() != 0 else ""
+        raw, problem = None, "cannot read %s: %s%s" % (exc.filename, exc.strerror or exc, hint)
     else:
-        problem = "cannot read %s (not root?)" % paths(DMI + "product_uuid")
+        problem = "%s does not exist" % paths(DMI + "product_uuid")
     if raw is None:
         vm_id = None
     else:

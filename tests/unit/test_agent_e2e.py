@@ -407,16 +407,6 @@ def test_usage_errors(tmp_path, fab, args, code, fragment):
     del m
 
 
-def test_bad_config_is_one_line_exit_2(tmp_path, fab):
-    m = machine(tmp_path, fab)
-    with open(m.config, "a") as handle:
-        handle.write("[provisioning]\ndeadlin = 5\n")
-    proc = m.agent("report-ready")
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "unknown key 'deadlin'" in proc.stderr
-    assert fab.requests() == []
-
-
 def test_help_and_version(tmp_path, fab):
     m = machine(tmp_path, fab)
     assert "usage: azure-firstboot" in m.agent("--help").stdout
