@@ -135,6 +135,10 @@ def parse_all(text, source="config"):
 
         if not line or line[0] in "#;":
             continue
+        if any("\udc80" <= c <= "\udcff" for c in line):
+            bad("not UTF-8 text")
+            last_key = None
+            continue
         if raw[0] in " \t" and last_key is not None:
             bad("indented line continues the value of %s; values must fit on one line" % last_key)
             continue
@@ -202,9 +206,6 @@ def load(path, required=False):
         return defaults(), [problem + "; using the built-in defaults"]
     if len(data) > MAX_SIZE:
         return defaults(), ["%s: larger than 64 KiB; using the built-in defaults" % _clean(path)]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        return defaults(), ["%s:%d: not UTF-8 text; using the built-in defaults" % (_clean(path), line)]
-    return parse_all(text, _clean(path))
+    # Undecodable bytes become lone surrogates: parse_all reports their lines
+    # and keeps the others.
+    return parse_all(data.decode("utf-8", "surrogateescape"), _clean(path))

@@ -58,7 +58,9 @@ def test_errors_name_the_line(text, fragment):
 
 def test_unreadable_and_binary(tmp_path):
     bad = tmp_path / "b.conf"
-    bad.write_bytes(b"\xff\xfe")
+    bad.write_bytes(b"\xff\xfe\n[imds]\ntimeout = 5\nendpoint = \xe9\n")
     values, problems = config.load(str(bad))
-    assert values == config.defaults()
-    assert problems == ["%s:1: not UTF-8 text; using the built-in defaults" % bad]
+    expected = config.defaults()
+    expected[("imds", "timeout")] = 5.0
+    assert values == expected
+    assert problems == ["%s:1: not UTF-8 text" % bad, "%s:4: not UTF-8 text" % bad]

@@ -190,7 +190,7 @@ def test_warns_about_installed_waagent_and_cloud_init(tmp_path):
     })
     proc = run(root, "deprovision", "--dry-run")
     assert proc.returncode == 0
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("warning:")]
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("azure-firstboot: warning:")]
     assert len(lines) == 2, proc.stderr
     assert "waagent is still installed" in lines[0] and "and enabled" in lines[0]
     assert "apt purge walinuxagent" in lines[0]

@@ -67,16 +67,15 @@ def test_bad_config_still_reports_provisioning_failed(tmp_path, fab):
         in status.stdout
 
 
-def test_undecodable_config_reports_with_defaults_for_the_rest(tmp_path, fab):
+def test_undecodable_line_reports_and_the_other_lines_count(tmp_path, fab):
     m = Machine(tmp_path, fab)
     with open(m.config, "ab") as handle:
-        handle.write(b"[hostname]\npublish = \xff\n")
+        handle.write(b"[hostname]\npublish = \xff\n")  # line 10
     rr = m.boot()[2]
-    assert rr.returncode == 1
-    # the whole file is unusable: defaults everywhere, so the WireServer
-    # is the default one -- unreachable from here, and still no Ready
-    assert ready_reports(fab) == []
-    assert "not UTF-8" in rr.stderr
+    assert rr.returncode == 1 and "Traceback" not in rr.stderr
+    reports = fab.health_reports()  # the emulator's endpoint (line 2) was used
+    assert len(reports) == 1 and reports[0]["substatus"] == "ProvisioningFailed"
+    assert reports[0]["description"] == "configuration: %s:10: not UTF-8 text" % m.config
 
 
 def test_explicit_missing_config_is_exit_2_default_missing_is_defaults(tmp_path, fab):
@@ -302,5 +301,5 @@ def test_not_root_hint_only_when_permissions_are_the_cause(tmp_path, fab):
     m = Machine(tmp_path, fab)
     os.unlink(m.path("sys/class/dmi/id/product_uuid"))
     proc = m.agent("report-ready")
-    assert proc.returncode == 1 and "No such file or directory" in proc.stderr
+    assert proc.returncode == 1 and "product_uuid does not exist" in proc.stderr
     assert "not root?" not in proc.stderr
