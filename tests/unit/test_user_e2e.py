@@ -154,7 +154,7 @@ def assert_failed(m, fab, procs, fragment, user=None):
     net, host, step, rr = procs
     assert net.returncode == 0 and host.returncode == 0
     assert step.returncode == 1 and fragment in step.stderr, step.stderr
-    assert [l.startswith("error: ") for l in step.stderr.splitlines()].count(True) == 1
+    assert [l.startswith("azure-firstboot: error: ") for l in step.stderr.splitlines()].count(True) == 1
     assert "Traceback" not in step.stderr
     assert rr.returncode == 1 and "reported ProvisioningFailed" in rr.stderr
     reports = fab.health_reports()
