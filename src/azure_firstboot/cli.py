@@ -223,12 +223,15 @@ class Context(object):
 
         text = st.format_record({"vm_id": vm_id, "on_azure": "yes" if on_azure else "no"})
         path = self.paths.run("identity")
-        if st.read_text(path) == text:
+        try:
+            if st.read_text(path) == text:
+                return
+        except OSError:
             return
         try:
-            st.write_atomic(path, text)
-        except OSError as exc:
-            log.warning("cannot write %s: %s" % (path, exc.strerror or exc))
+            st.write_atomic(path, text, durable=False)
+        except OSError:
+            pass  # best effort (for status); the step's own records say what is wrong
 
 
 def _summary(step, code, entry):
