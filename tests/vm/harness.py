@@ -63,7 +63,7 @@ UNITS = ("azure-firstboot-network-wait.service", "azure-firstboot-hostname.servi
          "azure-firstboot-user.service",
          "azure-firstboot-report-ready.service")
 # Bump when the image layer recipe in build_image() changes (part of its cache key).
-LAYER_VERSION = "3"
+LAYER_VERSION = "4"
 DEFAULT_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1"
 SYSPATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -396,6 +396,9 @@ def _instrument(root, lf):
     shutil.copy(os.path.join(HERE, "guest", "vm-report.service"),
                 os.path.join(root, "etc/systemd/system/vm-report.service"))
     _chroot(root, ["systemctl", "enable", "vm-report.service"], lf)
+    # A KVP pool directory as hv_kvp_daemon would create it on Hyper-V (QEMU has no
+    # KVP): report-ready then writes its PROVISIONING_REPORT record, vm-report reads it.
+    os.makedirs(os.path.join(root, "var/lib/hyperv"), mode=0o755, exist_ok=True)
 
 
 DISK_SIZE = 2 << 30

@@ -179,6 +179,40 @@ def units_succeeded(res, boot, allow_skip=()):
                                                     d.get("Result"), d.get("ExecMainStatus")))
 
 
+def kvp_and_console(res, boot, ready, reason=None):
+    """Issue 13: the PROVISIONING_REPORT record in the KVP pool (the image carries
+    /var/lib/hyperv; QEMU has no KVP daemon), the units' summary lines on the serial
+    console, and status readable by an unprivileged user."""
+    rep = boot.report or {}
+    pool = rep.get("kvp_pool") or {}
+    records = [r for r in pool.get("records") or [] if r[0] == "PROVISIONING_REPORT"]
+    res.check(pool.get("size", 0) % 2560 == 0 and len(records) == 1,
+              "KVP pool: expected one PROVISIONING_REPORT record: %s" % str(pool)[:300])
+    if records:
+        value = records[0][1]
+        fields = value.split("|")
+        res.check(records[0][2], "KVP value not zero-padded")
+        res.check(len(value.encode("utf-8")) <= 1022, "KVP value longer than 1022 bytes")
+        res.check(fields[0] == ("result=success" if ready else "result=error"),
+                  "KVP record says %r" % value[:200])
+        res.check(any(f.startswith("vm_id=") and f != "vm_id=" for f in fields)
+                  and any(f.startswith("timestamp=") for f in fields), "KVP fields: %r" % value[:200])
+        if not ready:
+            res.check(any(f.startswith("reason=") for f in fields)
+                      and fields[-1] == "documentation_url=https://aka.ms/linuxprovisioningerror",
+                      "KVP error record: %r" % value[:300])
+        res.note("KVP: %s" % value[:140])
+    serial = boot.serial()
+    line = "Ready reported (incarnation" if ready else "provisioning FAILED: "
+    found = [l for l in serial.splitlines() if "azure-firstboot[" in l and line in l]
+    res.check(found, "serial console has no summary line %r" % line)
+    if found:
+        res.note("console: %s" % found[-1].strip()[:140])
+    rc = (rep.get("status_rc") or {}).get("rc")
+    res.check(rc == (0 if ready else 1), "status as uid 65534 exited %r: %s" % (
+        rc, ((rep.get("status_rc") or {}).get("out") or "")[:200]))
+
+
 def provisioned(res, boot, scen, expect_incarnation=None, dhcp=True):
     """Scenario-1 checks: one Ready with the goal state's ids, hostname, units, DHCP name."""
     if not guest_ok(res, boot):
@@ -263,6 +297,8 @@ def s1_first_boot(ctx, res, sid="1", image="networkd", name="1-first-boot"):
         st = (boot.report or {}).get("status_json", {})
         res.check('"provisioned": true' in (st.get("out") or ""),
                   "azure-firstboot status --json does not say provisioned: %s" % st)
+        if boot.report:
+            kvp_and_console(res, boot, ready=True)
         failed = (boot.report or {}).get("failed_units") or ""
         if failed.strip():
             res.note("failed units (not ours): %s" % ", ".join(
@@ -372,6 +408,7 @@ def _hostile(ctx, res, sid, name):
         res.note("reason: %s" % d[:160])
     res.check(not accepted_ready(boot.records), "Ready reported for a hostile name")
     rep = boot.report
+    kvp_and_console(res, boot, ready=False)
     res.check(rep["hostname"] != name and (rep.get("etc_hostname") or "").strip() != name,
               "hostname changed to the hostile name")
     res.check(rep["hostname"] == ctx.deprovisioned_hostname,
