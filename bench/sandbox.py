@@ -69,6 +69,7 @@ def main(argv=None):
     img = h.build_image("networkd", deb=deb, customize=customize, tag="bench-sandbox-" + key)
     if os.path.exists(args.workdir):
         shutil.rmtree(args.workdir)
+    os.makedirs(args.workdir)
     with h.Fabric(args.workdir, {"vm_id": h.new_vm_id(), "computer_name": "sandbox-vm"}) as fab:
         boot = h.boot(img, args.workdir, "vm", h.new_vm_id(), fabric=fab, timeout=900)
     m = re.search(r"=====SANDBOX-BEGIN=====\r?\n(.*?)\r?\n=====SANDBOX-END=====", boot.serial(), re.S)

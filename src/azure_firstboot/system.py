@@ -82,6 +82,54 @@ def run(argv, timeout=30, stdin=None, raw=False):
     return proc.returncode == 0, text
 
 
+def run_light(argv, timeout=30):
+    """run() for the boot path of the hostname unit (networkctl): fork + exec
+    without the subprocess module, whose import (locale, re, enum, threading,
+    selectors) made the unit's peak RSS ~1.5x a bare interpreter.  No stdin
+    (/dev/null), stdout+stderr captured; (ok, one-line output)."""
+    import select
+    import time
+
+    path = argv[0] if "/" in argv[0] else _which(argv[0])
+    if path is None:
+        return False, "%s: not found" % argv[0]
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: only async-signal-safe steps, then exec
+        try:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(wfd, 1)
+            os.dup2(wfd, 2)
+            os.closerange(3, 1024)
+            os.execv(path, list(argv))
+        finally:
+            os._exit(127)
+    os.close(wfd)
+    out, end = [], time.monotonic() + timeout
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return False, "%s timed out after %d s" % (" ".join(argv), timeout)
+            if select.select([rfd], [], [], left)[0]:
+                chunk = os.read(rfd, 65536)
+                if not chunk:
+                    break
+                if sum(len(c) for c in out) < 65536:
+                    out.append(chunk)
+        status = os.waitpid(pid, 0)[1]
+    finally:
+        os.close(rfd)
+    text = " ".join(b"".join(out).decode("utf-8", "replace").split())[:300]
+    ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    if not ok and not text:
+        text = "exit status %d" % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1)
+    return ok, text
+
+
 # ----------------------------------------------------------------- hostname
 
 HOSTS_LIMIT = 1024 * 1024
@@ -455,7 +503,7 @@ def _networkd_republish(indexes, probe):
     with netlink.Watcher() as watcher:  # opened before the restart: nothing missed
         results, last = [], {}
         for index in indexes:
-            ok, output = run(["networkctl", "reconfigure", index])
+            ok, output = run_light(["networkctl", "reconfigure", index])
             results.append("%s%s" % (index, "" if ok else " failed: " + output))
             if ok:
                 last[int(index)] = None

@@ -97,9 +97,12 @@ def test_user_unit_ordering_and_sandbox():
     after = " ".join(u["After"]).split()
     before = " ".join(u["Before"]).split()
     assert "network-online.target" in after
-    # sshd starts with the final settings; report-ready sees the result
-    for name in ("azure-firstboot-report-ready.service", "ssh.service", "sshd.service"):
-        assert name in before
+    # report-ready sees the result; sshd is not waited for (that put its start on the
+    # critical path) but reloaded once the drop-in is written
+    assert "azure-firstboot-report-ready.service" in before
+    for name in ("ssh.service", "sshd.service"):
+        assert name not in before and name not in after
+    assert u["ExecStartPost"] == ["-/bin/systemctl --no-block try-reload-or-restart ssh.service sshd.service"]
     # in parallel with hostname: no ordering either way, no dependency
     assert "azure-firstboot-hostname.service" not in " ".join(u["After"] + u["Before"])
     assert "azure-firstboot-user.service" not in " ".join(
