@@ -19,6 +19,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 DOCS = [os.path.join(TOP, "README.md")] + sorted(glob.glob(os.path.join(TOP, "docs", "*.md")))
 SCRIPTS = sorted(glob.glob(os.path.join(TOP, "examples", "**", "*.sh"), recursive=True))
 GLOBAL_OPTIONS = {"--config", "--root", "--help", "-h", "--version"}
+OPTIONS = getattr(cli, "COMMAND_OPTIONS", {})  # options that take a value (status --timeout S)
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.S | re.M)
 
 
@@ -113,8 +114,10 @@ def shown_invocations():
                     if skip:
                         skip = False
                         continue
-                    if word in ("--config", "--root"):
-                        skip = True
+                    if word in ("--config", "--root") or word in OPTIONS.get(command, ()):
+                        if word not in ("--config", "--root"):
+                            flags.append(word.split("=", 1)[0])
+                        skip = "=" not in word
                         continue
                     if word.startswith("-"):
                         flags.append(word.split("=", 1)[0])
@@ -133,7 +136,7 @@ def test_cli_commands_and_flags_shown_exist():
         if command is not None and command not in cli.COMMANDS:
             bad.append((path, command, "no such command"))
             continue
-        allowed = GLOBAL_OPTIONS | set(cli.COMMAND_FLAGS.get(command, ()))
+        allowed = GLOBAL_OPTIONS | set(cli.COMMAND_FLAGS.get(command, ())) | set(OPTIONS.get(command, ()))
         bad += [(path, command, flag) for flag in flags if flag not in allowed]
     assert bad == [], "azure-firstboot commands/flags shown in the docs that the CLI lacks: %s" % bad
 
@@ -143,9 +146,10 @@ def test_every_command_and_flag_is_documented():
     text = read(os.path.join(TOP, "docs", "configuration.md")) + read(os.path.join(TOP, "docs", "image-building.md"))
     for command in cli.COMMANDS:
         assert "`%s" % command in text, command
-    for command, flags in cli.COMMAND_FLAGS.items():
-        for flag in flags:
-            assert flag in text, (command, flag)
+    for table in (cli.COMMAND_FLAGS, OPTIONS):
+        for command, flags in table.items():
+            for flag in flags:
+                assert flag in text, (command, flag)
 
 
 def test_help_runs_and_names_every_command():
