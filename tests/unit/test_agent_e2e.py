@@ -305,10 +305,12 @@ def test_imds_rate_stays_under_five_per_second(tmp_path):
         assert_ok(m.boot())
         times = [r["t"] for r in fab.requests("imds")]
         assert len(times) == 9
-        # 0.2 s between request starts in the agent; the emulator's clock sees
-        # them through connection set-up jitter (a loaded 2-core machine)
-        assert all(b - a >= 0.15 for a, b in zip(times, times[1:]))
-        assert times[-1] - times[0] >= 0.2 * (len(times) - 1) - 0.05
+        # The agent starts requests at least 0.2 s apart. The emulator sees
+        # arrivals, each late by its own scheduling delay on a loaded 2-core
+        # machine, so one gap can look short; over five gaps the delays no
+        # longer add up to a rate: any six consecutive requests span >= 0.8 s
+        # (a client without the limit sends all nine within a few ms).
+        assert all(b - a >= 0.8 for a, b in zip(times, times[5:]))
 
 
 def test_imds_dropped_connections(tmp_path):
