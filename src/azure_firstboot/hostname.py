@@ -8,7 +8,6 @@ Path: this file -> protocol (parse, validate) -> transport / system.
 from azure_firstboot import log, protocol, system, transport
 
 STEP = "hostname"
-IMDS_RETRY = transport.RETRY_STATUSES | frozenset((404, 410))
 
 
 def _fail(state, reason, **details):
@@ -55,15 +54,9 @@ def run(ctx):
         state.record(STEP, "skipped", reason="hostname.enabled = no")
         log.info("host name management is disabled in the configuration")
         return 0
-    host, port = protocol.split_endpoint(ctx.config[("imds", "endpoint")])
-    deadline = transport.Deadline(ctx.config[("imds", "timeout")])
     try:
-        response = transport.call(
-            host, port, "GET", protocol.IMDS_INSTANCE_PATH, "IMDS instance metadata", deadline,
-            headers=[("Metadata", "true")], retry_statuses=IMDS_RETRY, min_interval=0.2)
-        if response.status != 200:
-            raise protocol.ProtocolError("IMDS answered HTTP %d %s" % (response.status, response.reason))
-        name, imds_vm_id = protocol.parse_imds_instance(response.body)
+        body = transport.imds_instance(ctx.config[("imds", "endpoint")], ctx.config[("imds", "timeout")])
+        name, imds_vm_id = protocol.parse_imds_instance(body)
     except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
         return _fail(state, "cannot get the host name from IMDS: %s" % exc)
     if imds_vm_id and not protocol.same_vm(state.vm_id, imds_vm_id):

@@ -303,32 +303,26 @@ def _json_number(text, i, n):
     token = text[i:j]
     size = len(token)
     k = 1 if token.startswith("-") else 0
-    if k < size and token[k] == "0":
-        k += 1
-    else:
+
+    def digits(k):
+        """Index after the run of one or more digits at k; _JSONError if none."""
         first = k
         while k < size and token[k] in _JSON_DIGITS:
             k += 1
         if k == first:
             raise _JSONError("malformed number", i)
+        return k
+
+    k = k + 1 if k < size and token[k] == "0" else digits(k)
     integral = True
     if k < size and token[k] == ".":
-        k += 1
-        first = k
-        while k < size and token[k] in _JSON_DIGITS:
-            k += 1
-        if k == first:
-            raise _JSONError("malformed number", i)
+        k = digits(k + 1)
         integral = False
     if k < size and token[k] in "eE":
         k += 1
         if k < size and token[k] in "+-":
             k += 1
-        first = k
-        while k < size and token[k] in _JSON_DIGITS:
-            k += 1
-        if k == first:
-            raise _JSONError("malformed number", i)
+        k = digits(k)
         integral = False
     if k != size:
         raise _JSONError("malformed number", i)

@@ -391,6 +391,25 @@ def note_failure(host, port):
     _spaced[(host, port)] = time.monotonic()
 
 
+IMDS_RETRY = RETRY_STATUSES | frozenset((404, 410))
+
+
+def imds_instance(endpoint, timeout):
+    """The IMDS instance document (bytes) from ``endpoint`` ('host[:port]'),
+    the one IMDS request of the hostname and user steps: ``Metadata: true``,
+    at most 5 requests a second, 404/410 retried as well (IMDS answers them
+    for a while after boot) until ``timeout`` seconds have passed.  Raises
+    DeadlineExceeded, TransportError, or protocol.ProtocolError for a final
+    answer other than 200."""
+    host, port = protocol.split_endpoint(endpoint)
+    response = call(host, port, "GET", protocol.IMDS_INSTANCE_PATH, "IMDS instance metadata",
+                    Deadline(timeout), headers=[("Metadata", "true")],
+                    retry_statuses=IMDS_RETRY, min_interval=0.2)
+    if response.status != 200:
+        raise protocol.ProtocolError("IMDS answered HTTP %d %s" % (response.status, response.reason))
+    return response.body
+
+
 def can_connect(host, port, timeout):
     """True when a TCP connection to host:port is accepted within timeout."""
     try:

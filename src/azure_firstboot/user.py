@@ -20,7 +20,6 @@ from azure_firstboot import accounts, log, protocol, system, transport
 from azure_firstboot import state as st
 
 STEP = "user"
-IMDS_RETRY = transport.RETRY_STATUSES | frozenset((404, 410))
 MEDIA_DIR = st.RUN_DIR + "/media"
 MEDIA_FS = "udf,iso9660"
 MEDIA_WAIT = 5.0  # seconds to wait for a medium to show up (udev may be late)
@@ -53,15 +52,9 @@ def run(ctx):
 
 
 def _imds_compute(ctx):
-    host, port = protocol.split_endpoint(ctx.config[("imds", "endpoint")])
-    deadline = transport.Deadline(ctx.config[("imds", "timeout")])
     try:
-        response = transport.call(
-            host, port, "GET", protocol.IMDS_INSTANCE_PATH, "IMDS instance metadata", deadline,
-            headers=[("Metadata", "true")], retry_statuses=IMDS_RETRY, min_interval=0.2)
-        if response.status != 200:
-            raise protocol.ProtocolError("IMDS answered HTTP %d %s" % (response.status, response.reason))
-        return protocol.parse_imds_compute(response.body)
+        body = transport.imds_instance(ctx.config[("imds", "endpoint")], ctx.config[("imds", "timeout")])
+        return protocol.parse_imds_compute(body)
     except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
         raise Failure("cannot get the admin user from IMDS: %s" % exc)
 
