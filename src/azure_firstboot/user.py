@@ -288,8 +288,14 @@ def _sshd(paths, password_auth):
         log.warning("%s does not include %s: %s not set (the file is left alone)" % (
             accounts.SSHD_CONFIG, accounts.SSHD_DROPIN_DIR, setting))
         return "left alone (no Include of %s)" % accounts.SSHD_DROPIN_DIR
-    st.write_atomic(paths(accounts.SSHD_DROPIN), accounts.sshd_dropin_text(password_auth))
-    return "%s in %s" % (setting, accounts.SSHD_DROPIN)
+    text = accounts.sshd_dropin_text(password_auth)
+    where = "%s in %s" % (setting, accounts.SSHD_DROPIN)
+    if st.read_text(paths(accounts.SSHD_DROPIN), FILE_MAX) == text:
+        return where + " (unchanged)"
+    st.write_atomic(paths(accounts.SSHD_DROPIN), text)
+    if not paths.is_host:
+        return where
+    return "%s; %s" % (where, system.reload_sshd())
 
 
 # --------------------------------------------------------------- the medium

@@ -671,7 +671,9 @@ def ssh(port, user, command, key=None, password=None, stdin=None, workdir=None, 
     argv = ["ssh", "-F", "/dev/null", "-p", str(port), "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
     env = dict(os.environ)
-    if key:
+    if key == "none":  # only ask which methods the server offers ("Permission denied (...)")
+        argv += ["-o", "PreferredAuthentications=none", "-o", "BatchMode=yes"]
+    elif key:
         argv += ["-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
                  "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no"]
     else:
@@ -700,6 +702,7 @@ class SshProbe(object):
         self.kw = kw
         self.result = (None, "never connected")
         self.attempts = 0
+        self.methods = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -710,8 +713,17 @@ class SshProbe(object):
             rc, out = ssh(*self.args, **self.kw)
             self.result = (rc, out)
             if rc == 0:
-                return
+                break
             self.stop.wait(3)
+        # the authentication methods the running sshd offers now (after the user step)
+        for _ in range(5):
+            if self.result[0] != 0 or self.stop.is_set():
+                return
+            rc, out = ssh(self.args[0], self.args[1], "true", key="none")
+            self.methods = out.strip()
+            if "Permission denied (" in out:
+                return
+            self.stop.wait(2)
 
     def __enter__(self):
         self.thread.start()
@@ -765,6 +777,10 @@ def su1_ssh_key_sudo(ctx, res):
     res.check("%s ALL=(ALL:ALL) NOPASSWD: ALL" % name in sudo, "sudoers: %r" % sudo)
     res.check("passwordauthentication no" in (rep.get("sshd_T") or ""),
               "sshd -T does not say passwordauthentication no")
+    # the running sshd applies it (the user step reloaded it): Debian's default would
+    # offer "publickey,password"
+    res.check((probe.methods or "").endswith("Permission denied (publickey)."),
+              "the running sshd offers other methods than publickey (not reloaded?): %r" % probe.methods)
 
 
 def su2_hostile_user(ctx, res):
