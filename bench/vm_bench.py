@@ -224,6 +224,7 @@ IPAddressDeny=
 IPAddressAllow=
 DevicePolicy=auto
 ReadWritePaths=
+ReadOnlyPaths=
 """
 
 
