@@ -411,6 +411,11 @@ def _unit(ctx, step):
         # Before importing the unit: an already-provisioned boot stops
         # here, having loaded nothing that talks to the network.
         ctx.start(step)
+        if ctx.paths.is_host:
+            from azure_firstboot import state as st
+            from azure_firstboot import transport
+
+            transport.guard_requests(ctx.paths.run(st.REPUBLISH_LOCK))
         if step == "network-wait":
             from azure_firstboot import network_wait as unit
         elif step == "hostname":

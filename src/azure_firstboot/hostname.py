@@ -8,6 +8,7 @@ Path: this file -> protocol (parse, validate) -> transport / system.
 from azure_firstboot import log, protocol, system, transport
 
 STEP = "hostname"
+REQUESTS_BOUND = 20.0  # s: the longest the DHCP restart waits for requests in flight
 
 
 def _fail(state, reason, **details):
@@ -70,9 +71,26 @@ def run(ctx):
     except OSError as exc:
         return _fail(state, "cannot set host name %s: %s" % (name, exc))
     if ctx.config[("hostname", "publish")]:
-        published = system.publish_hostname(ctx.paths, name, _wireserver(state))
+        # Exclusive while the address may be gone: the user step's requests
+        # (in parallel with this one) wait instead of failing, and the restart
+        # waits for a request in flight (each holds the lock shared).
+        lock = None
         if ctx.paths.is_host:
-            _wait_for_wireserver(ctx)
+            from azure_firstboot import state as st
+
+            lock = st.hold_lock(ctx.paths.run(st.REPUBLISH_LOCK), True, REQUESTS_BOUND)
+            if lock is None:
+                log.warning("publishing without %s (not had within %.0f s)" % (
+                    st.REPUBLISH_LOCK, REQUESTS_BOUND))
+        try:
+            published = system.publish_hostname(ctx.paths, name, _wireserver(state))
+            if ctx.paths.is_host:
+                _wait_for_wireserver(ctx)
+        finally:
+            if lock is not None:
+                import os
+
+                os.close(lock)
     else:
         published = "not published (hostname.publish = no)"
     state.record(STEP, "ok", hostname=name, previous=previous, how=how, published=published)

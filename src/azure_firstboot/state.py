@@ -38,6 +38,12 @@ STEPS = ("network-wait", "hostname", "user", "report-ready")
 REQUIRED_BEFORE_READY = ("hostname", "user")
 READY_STEP = "report-ready"
 
+# Held exclusively by the hostname step while its DHCP restart (host name
+# publishing) may take the address away; every HTTP request of ours holds it
+# shared, so none is cut off by our own restart and none is in flight when it
+# starts (transport.guard_requests, hostname.run).
+REPUBLISH_LOCK = "republish.lock"
+
 RECORD_LIMIT = 65536
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 MAX_SYMLINKS = 40
@@ -142,6 +148,41 @@ def read_text(path, limit=RECORD_LIMIT):
     """Like read_bytes, decoded as UTF-8 (undecodable bytes become U+FFFD)."""
     data = read_bytes(path, limit)
     return None if data is None else data.decode("utf-8", "replace")
+
+
+def hold_lock(path, exclusive, bound):
+    """Take an flock on ``path`` (created when missing), shared or exclusive,
+    waiting at most ``bound`` seconds (polled, so a stuck holder delays a
+    step by that much, never for ever).  Returns the open descriptor (close it
+    to release the lock), or None when the lock was not had: a missing or
+    read-only directory, not a regular file, or still held after ``bound``."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        end = time.monotonic() + bound
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                return fd
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= end:
+                    os.close(fd)
+                    return None
+            time.sleep(0.02)
+    except BaseException:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        raise
 
 
 def describe(exc):

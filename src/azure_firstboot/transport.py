@@ -313,6 +313,32 @@ def _plural(n, word):
     return "%d %s%s" % (n, word, "" if n == 1 else "s")
 
 
+_republish_lock = None
+REPUBLISH_BOUND = 60.0  # s: the longest a request waits for our own DHCP restart
+
+
+def guard_requests(path):
+    """From now on every request holds the flock ``path`` shared while it
+    runs: the hostname step holds it exclusively while its DHCP restart may
+    take the address away (state.REPUBLISH_LOCK), so no request of ours is
+    cut off by our own restart.  Set by the command line on the host only."""
+    global _republish_lock
+    _republish_lock = path
+
+
+def _guarded_request(host, port, method, path, headers, body, timeout):
+    lock = None
+    if _republish_lock is not None:
+        from azure_firstboot import state
+
+        lock = state.hold_lock(_republish_lock, False, min(REPUBLISH_BOUND, timeout))
+    try:
+        return request(host, port, method, path, headers, body, timeout)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
 def call(host, port, method, path, what, deadline, headers=(), body=b"",
          retry_statuses=RETRY_STATUSES, request_timeout=15.0, min_interval=MIN_INTERVAL,
          first_delay=0.3, max_delay=5.0, sleep=time.sleep):
@@ -361,7 +387,8 @@ def call(host, port, method, path, what, deadline, headers=(), body=b"",
             _spaced[key] = started
         made += 1
         try:
-            response = request(host, port, method, path, headers, body, min(request_timeout, left))
+            response = _guarded_request(host, port, method, path, headers, body,
+                                         min(request_timeout, left))
         except BodyTooLarge as exc:
             _spaced[key] = started
             raise TransportError("%s: %s" % (what, exc))

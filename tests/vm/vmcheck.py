@@ -136,7 +136,7 @@ def no_leftovers(res, boot):
         left, boot.report.get("cgls", "")[-3000:]))
 
 
-def retries(boot, units=("report-ready", "hostname")):
+def retries(boot, units=("report-ready", "hostname", "user")):
     """Journal lines of these units in which a request of ours was retried."""
     journals = (boot.report or {}).get("journals") or {}
     return [line for u in units for line in
@@ -757,11 +757,14 @@ def su1_ssh_key_sudo(ctx, res):
     key = _key_copy(wd)
     port = h.free_port()
     cmd = "id -un; sudo -n true && echo SUDO-OK; sudo -n " + RELEASE
-    img = ctx.images["networkd"]
+    img = ctx.images["keys"]  # sshd runs before the user step (host keys kept)
     with SshProbe(port, name, cmd, key=key) as probe:
         boot = run_boot(ctx, res, "u1-ssh-key", sc, hostfwd=port,
                         append=img.append + " vmreport.hold=%d" % HOLD)
     provisioned(res, boot, sc, dhcp=False)
+    # the hostname step's DHCP restart runs while this step fetches IMDS: no request
+    # of ours may fail because of it (the republish lock)
+    res.check(not retries(boot), "a request was retried: %s" % retries(boot)[:3])
     rc, out = probe.result
     res.check(rc == 0 and out.split()[:1] == [name] and "SUDO-OK" in out,
               "ssh -i test key %s@ (hostfwd) + sudo -n true: rc=%s after %d attempt(s): %s" % (
@@ -777,6 +780,10 @@ def su1_ssh_key_sudo(ctx, res):
     res.check("%s ALL=(ALL:ALL) NOPASSWD: ALL" % name in sudo, "sudoers: %r" % sudo)
     res.check("passwordauthentication no" in (rep.get("sshd_T") or ""),
               "sshd -T does not say passwordauthentication no")
+    journal = rep.get("journal") or ""
+    res.check(re.search(r"sshd \(PID [0-9]+\) reloaded", journal) is not None,
+              "the user step did not signal the running sshd: %r" % [
+                  l for l in journal.splitlines() if "sshd:" in l][-1:])
     # the running sshd applies it (the user step reloaded it): Debian's default would
     # offer "publickey,password"
     res.check((probe.methods or "").endswith("Permission denied (publickey)."),
@@ -977,6 +984,9 @@ def main(argv=None):
     extra.append(("nm", ("11", "12"), dict(variant="nm")))
     extra.append(("trixie", ("13", "14", "15"), dict(suite="trixie")))
     extra.append(("efi", ("16",), dict(suite="trixie", layout="gpt-efi", instrument=False)))
+    # host keys kept: sshd is up long before the user step, which must then make the
+    # running sshd apply its drop-in (SIGHUP); the other images make sshd wait for keygen
+    extra.append(("keys", ("u1",), dict(deprovision=("--machine-id", "--hostname"))))
     todo = [(k, kw) for k, sids, kw in extra if any(s in want for s in sids)]
 
     def build(item):
