@@ -1,67 +1,17 @@
 """Unit 1, network-wait: find the WireServer and wait (bounded) until it
 accepts a TCP connection.  Records the endpoint for the later units.
 
-Path: this file -> netlink (wake-ups, connect) -> system.lease_endpoint.
+Path: this file -> netlink (wake-ups, connect) -> system.wireserver_endpoint (leases).
 """
 
 import time
 
-from azure_firstboot import log, protocol, system, transport
+from azure_firstboot import log, system, transport
 
 STEP = "network-wait"
 
 
-NO_LEASE_YET = "default address; no DHCP lease yet"
 UNREACHABLE = frozenset((101, 113, 99))  # ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL (Linux)
-
-
-def _from_leases(ctx, deadline=None):
-    """(address, source) from the DHCP leases; None while there is no lease."""
-    address = system.lease_endpoint(ctx.paths, time.time(), deadline)
-    if address:
-        return address, "DHCP option 245"
-    if not system.any_lease(ctx.paths):
-        return None
-    address = system.nm_lease_endpoint(ctx.paths)
-    if address:
-        return address, "DHCP option 245 (NetworkManager)"
-    return protocol.WIRESERVER_DEFAULT, "default address"
-
-
-def wireserver_endpoint(ctx, wait=False, deadline=None):
-    """(host, port, source): the configured endpoint, else DHCP option 245
-    from the leases (files; NetworkManager's own view when its internal client
-    holds the lease), else 168.63.129.16.  With ``wait``, give a lease up to
-    one second to appear when there is none at all (then the source is
-    NO_LEASE_YET and run() looks again while it waits).  Lease files are read
-    within ``deadline``."""
-    configured = ctx.config[("wireserver", "endpoint")]
-    if configured != "auto":
-        host, port = protocol.split_endpoint(configured)
-        return host, port, "configuration"
-    end = time.monotonic() + (1.0 if wait else 0.0)
-    if deadline is not None:
-        end = min(end, time.monotonic() + max(0.0, deadline.remaining()))
-    while True:
-        found = _from_leases(ctx, deadline)
-        if found:
-            return found[0], 80, found[1]
-        if time.monotonic() >= end or (deadline is not None and deadline.remaining() <= 0):
-            return protocol.WIRESERVER_DEFAULT, 80, NO_LEASE_YET
-        time.sleep(0.1)
-
-
-def recorded_endpoint(ctx, deadline=None):
-    """The endpoint network-wait found in this boot, else a fresh lookup
-    (within ``deadline``)."""
-    text = ctx.state.boot_flag("endpoint")
-    if text:
-        try:
-            host, port = protocol.split_endpoint(text)
-            return host, port, "network-wait"
-        except ValueError:
-            pass
-    return wireserver_endpoint(ctx, wait=False, deadline=deadline)
 
 
 def run(ctx):
@@ -82,7 +32,8 @@ def run(ctx):
         if watcher.problem:
             log.warning("no netlink (%s); polling every %.1f s" % (watcher.problem, netlink.POLL))
         while True:
-            host, port, source = wireserver_endpoint(ctx, deadline=deadline)
+            host, port, source = system.wireserver_endpoint(
+                ctx.config[("wireserver", "endpoint")], ctx.paths, deadline=deadline)
             if (host, port) != endpoint:
                 endpoint = (host, port)
                 log.info("waiting up to %g s for the WireServer at %s:%d (%s)" % (

@@ -5,13 +5,14 @@ reason when a step failed.  The "provisioned" marker is written only after
 the WireServer acknowledged Ready.  On 410 Gone (the goal state changed
 under us) a fresh goal state is fetched and the report rebuilt.
 
-Path: this file -> protocol (parse, build) -> transport.
+Path: this file -> protocol (parse, build) -> transport (system.recorded_endpoint: the
+WireServer network-wait reached).
 """
 
 import os
 import time
 
-from azure_firstboot import __version__, log, network_wait, protocol, system, transport
+from azure_firstboot import __version__, log, protocol, system, transport
 from azure_firstboot.state import REQUIRED_BEFORE_READY, describe
 
 STEP = "report-ready"
@@ -169,7 +170,8 @@ def run(ctx):
     if broken:
         reasons = [broken] + [r for r in reasons if "configuration: " not in r]
     failure = "; ".join(reasons) if reasons else None
-    host, port, source = network_wait.recorded_endpoint(ctx, deadline)
+    host, port, source = system.recorded_endpoint(
+        ctx.state, ctx.config[("wireserver", "endpoint")], ctx.paths, deadline)
     what = "Ready" if failure is None else "NotReady/ProvisioningFailed"
     log.info("reporting %s to the WireServer at %s:%d (%s)" % (what, host, port, source))
     started = time.monotonic()

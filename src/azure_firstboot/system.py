@@ -460,6 +460,44 @@ def nm_lease_endpoint(paths):
 
 # ------------------------------------------------------------------ dhclient
 
+NO_LEASE_YET = "default address; no DHCP lease yet"
+
+
+def wireserver_endpoint(configured, paths, deadline=None):
+    """(host, port, source) of the WireServer: ``configured`` ([wireserver]
+    endpoint) unless it is "auto", else DHCP option 245 from the leases
+    (files; NetworkManager's own view when its internal client holds the
+    lease), else 168.63.129.16 (source NO_LEASE_YET while there is no lease
+    at all).  Lease files are read within ``deadline``."""
+    import time
+
+    if configured != "auto":
+        host, port = protocol.split_endpoint(configured)
+        return host, port, "configuration"
+    address = lease_endpoint(paths, time.time(), deadline)
+    if address:
+        return address, 80, "DHCP option 245"
+    if not any_lease(paths):
+        return protocol.WIRESERVER_DEFAULT, 80, NO_LEASE_YET
+    address = nm_lease_endpoint(paths)
+    if address:
+        return address, 80, "DHCP option 245 (NetworkManager)"
+    return protocol.WIRESERVER_DEFAULT, 80, "default address"
+
+
+def recorded_endpoint(state, configured, paths, deadline=None):
+    """The WireServer network-wait reached in this boot (its boot flag),
+    else a fresh wireserver_endpoint() lookup within ``deadline``."""
+    text = state.boot_flag("endpoint")
+    if text:
+        try:
+            host, port = protocol.split_endpoint(text)
+            return host, port, "network-wait"
+        except ValueError:
+            pass
+    return wireserver_endpoint(configured, paths, deadline)
+
+
 def dhclient_conf_sends_hostname(data):
     """True when dhclient.conf content (bytes or str) has a ``send host-name``
     statement outside comments; only ``\n`` separates lines."""

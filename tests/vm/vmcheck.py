@@ -759,7 +759,7 @@ def su1_ssh_key_sudo(ctx, res):
     cmd = "id -un; sudo -n true && echo SUDO-OK; sudo -n " + RELEASE
     img = ctx.images["keys"]  # sshd runs before the user step (host keys kept)
     with SshProbe(port, name, cmd, key=key) as probe:
-        boot = run_boot(ctx, res, "u1-ssh-key", sc, hostfwd=port,
+        boot = run_boot(ctx, res, "u1-ssh-key", sc, hostfwd=port, image=img,
                         append=img.append + " vmreport.hold=%d" % HOLD)
     provisioned(res, boot, sc, dhcp=False)
     # the hostname step's DHCP restart runs while this step fetches IMDS: no request
