@@ -5,7 +5,10 @@ recorded for report-ready, which reports ProvisioningFailed with the reason.
 Path: this file -> protocol (parse, validate) -> transport / system.
 """
 
+import os
+
 from azure_firstboot import log, protocol, system, transport
+from azure_firstboot import state as st
 
 STEP = "hostname"
 REQUESTS_BOUND = 20.0  # s: the longest the DHCP restart waits for requests in flight
@@ -76,8 +79,6 @@ def run(ctx):
         # waits for a request in flight (each holds the lock shared).
         lock = None
         if ctx.paths.is_host:
-            from azure_firstboot import state as st
-
             lock = st.hold_lock(ctx.paths.run(st.REPUBLISH_LOCK), True, REQUESTS_BOUND)
             if lock is None:
                 log.warning("publishing without %s (not had within %.0f s)" % (
@@ -88,8 +89,6 @@ def run(ctx):
                 _wait_for_wireserver(ctx)
         finally:
             if lock is not None:
-                import os
-
                 os.close(lock)
     else:
         published = "not published (hostname.publish = no)"

@@ -77,9 +77,14 @@ def run(argv, timeout=30, stdin=None, raw=False):
     if path is None:
         return False, "%s: not found" % argv[0]
     rfd, wfd = os.pipe()
-    if stdin is not None:
-        in_r, in_w = os.pipe()
-    pid = os.fork()
+    in_r, in_w = os.pipe() if stdin is not None else (None, None)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        for fd in (rfd, wfd, in_r, in_w):
+            if fd is not None:
+                os.close(fd)
+        return False, "%s: %s" % (argv[0], exc.strerror)
     if pid == 0:  # child: only async-signal-safe steps, then exec
         try:
             # Python ignores SIGPIPE and SIGXFSZ; an exec'd command must not inherit that.
@@ -102,13 +107,13 @@ def run(argv, timeout=30, stdin=None, raw=False):
         writing = [in_w]
         pending = memoryview(stdin)
     out, size, end = [], 0, time.monotonic() + timeout
+    timed_out = False
     try:
-        while True:
+        while rfd is not None:  # until the output ends (EOF)
             left = end - time.monotonic()
             if left <= 0:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                return False, "%s timed out after %d s" % (" ".join(argv), timeout)
+                timed_out = True
+                break
             readable, writable, _ = select.select([rfd], writing, [], left)
             if writable:
                 try:
@@ -121,13 +126,26 @@ def run(argv, timeout=30, stdin=None, raw=False):
             if readable:
                 chunk = os.read(rfd, 65536)
                 if not chunk:
-                    break
-                if size < 65536:
+                    os.close(rfd)
+                    rfd = None
+                elif size < 65536:
                     out.append(chunk)
                     size += len(chunk)
-        status = os.waitpid(pid, 0)[1]
+        while not timed_out:  # output closed: wait for the exit, within the same timeout
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() >= end:
+                timed_out = True
+            else:
+                time.sleep(0.01)
+        if timed_out:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return False, "%s timed out after %d s" % (" ".join(argv), timeout)
     finally:
-        os.close(rfd)
+        if rfd is not None:
+            os.close(rfd)
         for fd in writing:
             os.close(fd)
     text = b"".join(out)[:65536].decode("utf-8", "replace")

@@ -59,3 +59,18 @@ def test_no_subprocess_import():
     out = subprocess.check_output([sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, %r); %s"
                                    % (os.path.join(TOP, "src"), code)], universal_newlines=True)
     assert out.strip() == "[]"
+
+
+def test_a_command_that_closes_its_output_but_runs_on_is_timed_out():
+    # stdout/stderr closed at once, then it lingers: the wait for its exit is bounded too
+    ok, text = system.run(["sh", "-c", "exec >&- 2>&-; sleep 30"], timeout=0.5)
+    assert not ok and "timed out" in text
+
+
+def test_fork_failure_is_one_line(monkeypatch):
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(system.os, "fork", no_fork)
+    before = len(os.listdir("/proc/self/fd"))
+    assert system.run(["true"], stdin=b"x") == (False, "true: Resource temporarily unavailable")
+    assert len(os.listdir("/proc/self/fd")) == before  # no descriptor leaked
