@@ -122,17 +122,30 @@ def read_bytes(path, limit=RECORD_LIMIT):
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
             raise _problem(errno.EINVAL, "not a regular file", path)
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        data = read_fd(fd, limit)
     finally:
         os.close(fd)
-    if size > limit:
+    if len(data) > limit:
         raise _problem(errno.EFBIG, "larger than %s" % _size(limit), path)
+    return data
+
+
+READ_CHUNK = 65536
+
+
+def read_fd(fd, limit):
+    """Up to ``limit`` + 1 bytes from ``fd`` (more than ``limit`` means the
+    file is too large).  In 64 KiB reads: one os.read() of the whole limit
+    would allocate a buffer that large (mmap), and with transparent huge
+    pages the first byte written into it costs 2 MiB of RSS (seen as 2 and
+    4 MiB jumps in the user unit's peak RSS, reading /etc/passwd)."""
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = os.read(fd, min(READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
     return b"".join(chunks)
 
 

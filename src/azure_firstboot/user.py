@@ -15,6 +15,7 @@ transport (IMDS) / system.run (commands, argument lists, never a shell).
 """
 
 import os
+import stat
 
 from azure_firstboot import accounts, log, protocol, system, transport
 from azure_firstboot import state as st
@@ -200,11 +201,12 @@ def _write_keys(paths, home, rel, uid, gid, keys):
             raise Failure("cannot read %s: %s" % (shown, _why(exc, name, fd)))
         if kfd is not None:
             try:
-                import stat
-
                 if not stat.S_ISREG(os.fstat(kfd).st_mode):
                     raise Failure("%s is not a regular file; not touched" % shown)
-                existing = os.read(kfd, FILE_MAX).decode("utf-8", "replace")
+                data = st.read_fd(kfd, FILE_MAX)
+                if len(data) > FILE_MAX:  # never rewrite it with keys cut off
+                    raise Failure("%s is larger than %d bytes; not touched" % (shown, FILE_MAX))
+                existing = data.decode("utf-8", "replace")
             finally:
                 os.close(kfd)
         text, added = accounts.merge_keys(existing, keys)
@@ -235,7 +237,6 @@ def _write_keys(paths, home, rel, uid, gid, keys):
 
 def _why(exc, name=None, dir_fd=None):
     import errno
-    import stat
 
     if exc.errno in (errno.ELOOP, errno.ENOTDIR) and name is not None:
         try:
@@ -387,13 +388,16 @@ def _read_ovf_env():
                 continue
             try:
                 try:
-                    fd = os.open(MEDIA_DIR + "/ovf-env.xml", os.O_RDONLY | os.O_NOFOLLOW)
+                    # O_NONBLOCK: a FIFO on a (UDF) medium must not block the step
+                    fd = os.open(MEDIA_DIR + "/ovf-env.xml", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
                 except OSError:
                     log.info("%s holds no ovf-env.xml" % device)
                     problems.append("%s: no ovf-env.xml" % device)
                     continue
                 try:
-                    data = os.read(fd, FILE_MAX + 1)
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        raise Failure("ovf-env.xml on %s is not a regular file" % device)
+                    data = st.read_fd(fd, FILE_MAX)
                 finally:
                     os.close(fd)
                 if len(data) > FILE_MAX:

@@ -137,6 +137,20 @@ def test_second_key_existing_user_groups_and_merge(tmp_path):
         assert os.lstat(m.path("home/bob/.ssh/authorized_keys")).st_uid == 1001
 
 
+def test_oversized_authorized_keys_is_never_rewritten(tmp_path):
+    # more than 1 MiB: reading only the first MiB and writing back the merge would
+    # lose every key after it; the step fails and the file stays as it was
+    scenario = {"admin_username": "bob", "public_keys": [KEY2]}
+    with Fabric(scenario).start() as fab:
+        m = user_machine(tmp_path, fab)
+        m.add_user("bob", 1001)
+        big = ("# padding %s\n" % ("x" * 100)) * 11000 + TEST_PUBLIC_KEY + "\n"
+        m.write("home/bob/.ssh/authorized_keys", big)
+        procs = m.boot()
+        assert_failed(m, fab, procs, "authorized_keys is larger than 1048576 bytes; not touched")
+        assert m.read("home/bob/.ssh/authorized_keys") == big
+
+
 def test_key_path_inside_home_is_honoured(tmp_path):
     scenario = {"admin_username": "carol", "public_keys": [TEST_PUBLIC_KEY, KEY2],
                 "public_key_paths": ["/home/carol/.ssh/authorized_keys", "/home/carol/keys/extra"]}
