@@ -15,6 +15,8 @@ reports ProvisioningFailed naming the first one; it never reports Ready with a
 broken configuration.
 """
 
+import errno
+
 from azure_firstboot.protocol import split_endpoint
 
 DEFAULT_PATH = "/etc/azure-firstboot/azure-firstboot.conf"
@@ -192,20 +194,25 @@ def load(path, required=False):
     """Read and parse ``path`` -> (values, problems).  A missing file means
     the defaults, unless ``required`` (a path the user named on the command
     line): then it is a ConfigError, as is a file it cannot read at all."""
+    from azure_firstboot import state
+
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SIZE + 1)
+        # a regular file only (a FIFO in its place would block the boot), at most
+        # MAX_SIZE + 1 bytes read
+        data = state.read_bytes(path, MAX_SIZE)
+        if data is None:
+            raise FileNotFoundError(path)
     except FileNotFoundError:
         if required:
             raise ConfigError("%s: no such file" % _clean(path))
         return defaults(), []
     except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            return defaults(), ["%s: larger than 64 KiB; using the built-in defaults" % _clean(path)]
         problem = "%s: cannot read: %s" % (_clean(path), exc.strerror or exc)
         if required:
             raise ConfigError(problem)
         return defaults(), [problem + "; using the built-in defaults"]
-    if len(data) > MAX_SIZE:
-        return defaults(), ["%s: larger than 64 KiB; using the built-in defaults" % _clean(path)]
     # Undecodable bytes become lone surrogates: parse_all reports their lines
     # and keeps the others.
     return parse_all(data.decode("utf-8", "surrogateescape"), _clean(path))

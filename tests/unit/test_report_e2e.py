@@ -32,8 +32,9 @@ def cli(*args, env=None, python=sys.executable, **kw):
     environ = dict(os.environ, PYTHONPATH=os.path.join(TOP, "src"))
     environ.pop("JOURNAL_STREAM", None)
     environ.update(env or {})
+    kw.setdefault("timeout", 120)
     return subprocess.run([python, "-m", "azure_firstboot"] + list(args), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=environ, universal_newlines=True, timeout=120, **kw)
+                          stderr=subprocess.PIPE, env=environ, universal_newlines=True, **kw)
 
 
 def pool_records(m):
@@ -85,6 +86,27 @@ def test_explicit_missing_config_is_exit_2_default_missing_is_defaults(tmp_path,
         tmp_path / "nope.conf")
     proc = cli("--root", m.root, "status", "--json")  # ROOT/etc/azure-firstboot/... absent
     assert proc.returncode == 3 and json.loads(proc.stdout)["config_problems"] == []
+
+
+def test_a_fifo_as_configuration_never_blocks(tmp_path):
+    # a FIFO in place of the configuration file: opening it for reading would block
+    # until a writer comes (a unit would hold the boot until its TimeoutStartSec)
+    root = tmp_path / "root"
+    os.makedirs(str(root / "etc/azure-firstboot"))
+    fifo = root / "etc/azure-firstboot/azure-firstboot.conf"
+    os.mkfifo(str(fifo))
+    proc = cli("--root", str(root), "status", timeout=20)  # no network: status only
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr
+    assert "config:       %s: cannot read: not a regular file; using the built-in defaults" % fifo \
+        in proc.stdout
+    proc = cli("--config", str(fifo), "--root", str(root), "status", timeout=20)
+    assert proc.returncode == 2 and proc.stderr.endswith(
+        "azure-firstboot: error: %s: cannot read: not a regular file\n" % fifo)
+    big = tmp_path / "big.conf"
+    big.write_text("# x\n" * 20000)
+    proc = cli("--config", str(big), "--root", str(root), "status", "--json", timeout=20)
+    assert json.loads(proc.stdout)["config_problems"] == [
+        "%s: larger than 64 KiB; using the built-in defaults" % big]
 
 
 def test_root_without_config_reads_the_images_file(tmp_path, fab):
