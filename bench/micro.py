@@ -30,30 +30,12 @@ STEPS = ("network-wait", "hostname", "user", "report-ready") if os.geteuid() == 
 VM_ID = "5C9F1C56-64F7-4D55-9A0B-6C2F0E8B7A31"
 
 
-def _write(root, rel, text):
-    path = os.path.join(root, rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def scratch_root(fab):
+    """A scratch VM tree (tests/demo.py's, the same files make demo uses)."""
+    from demo import scratch_tree
+
     root = tempfile.mkdtemp(prefix="afb-micro.")
-    _write(root, "sys/class/dmi/id/chassis_asset_tag", "7783-7084-3265-9085-8269-3286-77\n")
-    _write(root, "sys/class/dmi/id/product_uuid", VM_ID + "\n")
-    _write(root, "etc/hostname", "localhost\n")
-    _write(root, "etc/hosts", "127.0.0.1\tlocalhost\n")
-    # the account databases useradd --root works on (as tests/demo.py)
-    _write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n")
-    _write(root, "etc/group", "root:x:0:\nsudo:x:27:\nusers:x:100:\n")
-    _write(root, "etc/shadow", "root:*:19000:0:99999:7:::\n")
-    _write(root, "etc/gshadow", "root:*::\nsudo:*::\n")
-    _write(root, "etc/login.defs", "UID_MIN 1000\nUID_MAX 60000\nUSERGROUPS_ENAB yes\n")
-    _write(root, "etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\n")
-    for d in ("etc/sudoers.d", "home"):
-        os.makedirs(os.path.join(root, d), exist_ok=True)
-    _write(root, "bench.conf", "[wireserver]\nendpoint = %s\n[imds]\nendpoint = %s\n%s" % (
-        fab.wireserver_address, fab.imds_address, "" if "user" in STEPS else "[user]\nenabled = no\n"))
+    scratch_tree(root, fab, VM_ID, "bench.conf", with_user="user" in STEPS)
     return root
 
 

@@ -29,6 +29,30 @@ def write(root, rel, text):
         handle.write(text)
 
 
+def scratch_tree(root, fab, vm_id, conf_name, with_user=True):
+    """A VM's files under ``root`` for --root runs against ``fab``: Azure's DMI
+    asset tag and ``vm_id``, a host name, the account databases useradd --root
+    works on, an sshd_config with the drop-in Include, and a configuration
+    ``conf_name`` pointing at the emulator (the user step off unless
+    ``with_user``: useradd --root needs root).  Returns the configuration's path.
+    Also used by bench/micro.py."""
+    write(root, "sys/class/dmi/id/chassis_asset_tag", "7783-7084-3265-9085-8269-3286-77\n")
+    write(root, "sys/class/dmi/id/product_uuid", vm_id + "\n")
+    write(root, "etc/hostname", "localhost\n")
+    write(root, "etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tlocalhost\n")
+    write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n")
+    write(root, "etc/group", "root:x:0:\nsudo:x:27:\nusers:x:100:\n")
+    write(root, "etc/shadow", "root:*:19000:0:99999:7:::\n")
+    write(root, "etc/gshadow", "root:*::\nsudo:*::\n")
+    write(root, "etc/login.defs", "UID_MIN 1000\nUID_MAX 60000\nUSERGROUPS_ENAB yes\n")
+    write(root, "etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\n")
+    for d in ("etc/sudoers.d", "home"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    write(root, conf_name, "[wireserver]\nendpoint = %s\n[imds]\nendpoint = %s\n%s" % (
+        fab.wireserver_address, fab.imds_address, "" if with_user else "[user]\nenabled = no\n"))
+    return os.path.join(root, conf_name)
+
+
 def boot(root, conf, fab, title):
     print("\n== %s" % title)
     shutil.rmtree(os.path.join(root, "run"), ignore_errors=True)
@@ -65,23 +89,8 @@ def main():
     try:
         with Fabric({"computer_name": "demo-vm", "name": "demo_vmss_0", "admin_username": "demo",
                      "goalstate_statuses": [[503, {"Retry-After": "1"}]]}).start() as fab:
-            write(root, "sys/class/dmi/id/chassis_asset_tag", "7783-7084-3265-9085-8269-3286-77\n")
-            write(root, "sys/class/dmi/id/product_uuid", "5C9F1C56-64F7-4D55-9A0B-6C2F0E8B7A31\n")
-            write(root, "etc/hostname", "localhost\n")
-            write(root, "etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tlocalhost\n")
-            # the account databases useradd --root works on
-            write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n")
-            write(root, "etc/group", "root:x:0:\nsudo:x:27:\nusers:x:100:\n")
-            write(root, "etc/shadow", "root:*:19000:0:99999:7:::\n")
-            write(root, "etc/gshadow", "root:*::\nsudo:*::\n")
-            write(root, "etc/login.defs", "UID_MIN 1000\nUID_MAX 60000\nUSERGROUPS_ENAB yes\n")
-            write(root, "etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\n")
-            for d in ("etc/sudoers.d", "home"):
-                os.makedirs(os.path.join(root, d), exist_ok=True)
-            conf = os.path.join(root, "demo.conf")
-            write(root, "demo.conf", "[wireserver]\nendpoint = %s\n[imds]\nendpoint = %s\n%s" % (
-                fab.wireserver_address, fab.imds_address,
-                "" if os.geteuid() == 0 else "[user]\nenabled = no\n"))
+            conf = scratch_tree(root, fab, "5C9F1C56-64F7-4D55-9A0B-6C2F0E8B7A31", "demo.conf",
+                                with_user=os.geteuid() == 0)
             if os.geteuid() != 0:
                 print("not root: the user step is disabled (useradd --root needs root)")
             print("fabric emulator: WireServer %s, IMDS %s (first goal state answers 503 + Retry-After: 1)"
