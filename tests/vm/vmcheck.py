@@ -93,6 +93,12 @@ def run_boot(ctx, res, name, scenario, vm_id=None, image=None, overlay=None,
         records = fab.records()
     boot.records = records
     boot.fabric_t0 = fab.t0_wall
+    return _keep(res, wd, boot)
+
+
+def _keep(res, wd, boot):
+    """A finished boot: kept in the result, its guest report in wd/report.json,
+    its timing noted."""
     res.boots.append(boot)
     with open(os.path.join(wd, "report.json"), "w") as f:
         json.dump(boot.report, f, indent=1)
@@ -478,10 +484,7 @@ def s9_ifupdown_option245(ctx, res, image="ifupdown", name="9-ifupdown-opt245"):
                           netns=ns.name, tap=ns.tap, timeout=BOOT_TIMEOUT)
             boot.records = fab.records()
             boot.fabric_t0 = fab.t0_wall
-    res.boots.append(boot)
-    with open(os.path.join(wd, "report.json"), "w") as f:
-        json.dump(boot.report, f, indent=1)
-    _timing(res, boot)
+    _keep(res, wd, boot)
     provisioned(res, boot, sc)
     if boot.report:
         if image == "ifupdown":
@@ -565,10 +568,7 @@ def s17_dhcp_late(ctx, res):
                 timer.cancel()
             boot.records = fab.records()
             boot.fabric_t0 = fab.t0_wall
-    res.boots.append(boot)
-    with open(os.path.join(wd, "report.json"), "w") as f:
-        json.dump(boot.report, f, indent=1)
-    _timing(res, boot)
+    _keep(res, wd, boot)
     if not res.check("error" not in late, "dnsmasq did not start: %s" % late.get("error")):
         return
     provisioned(res, boot, sc)
