@@ -9,7 +9,8 @@ value (shown with repr(), cut, so nothing in it reaches a terminal raw).
 
 from azure_firstboot import protocol
 
-USERNAME_MAX = 32
+USERNAME_MAX = 64   # ARM's limit for a Linux adminUsername
+GROUP_MAX = 32
 KEY_LINE_MAX = 16384
 DEFAULT_UID_MIN = 1000
 DEFAULT_UID_MAX = 60000
@@ -31,6 +32,16 @@ KEY_TYPES = frozenset((
 
 _LOWER = frozenset("abcdefghijklmnopqrstuvwxyz_")
 _NAME_CHARS = _LOWER | frozenset("0123456789-")
+# A user name: the POSIX portable file name characters (no '/', ':', ',',
+# whitespace, quotes or shell, sudoers and useradd specials)
+_USER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+# ARM refuses these as a Linux adminUsername (azure-platform-facts.md)
+ARM_DISALLOWED = frozenset((
+    "administrator", "admin", "user", "user1", "test", "user2", "test1", "user3", "admin1", "1",
+    "123", "a", "actuser", "adm", "admin2", "aspnet", "backup", "console", "david", "guest",
+    "john", "owner", "root", "server", "sql", "support", "support_388945a0", "sys", "test2",
+    "test3", "user4", "user5"))
+KEYS_FILE = ".ssh/authorized_keys"
 _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
 
@@ -103,14 +114,23 @@ def default_key_path(username, home=None):
 # ------------------------------------------------------------ validation
 
 def username_problem(name):
-    """None for a portable POSIX user name we may manage, else the reason."""
+    """None for an admin user name as ARM accepts it for Linux and useradd
+    creates it (1 to 64 characters of letters, digits, '.', '_' and '-'; not
+    starting with '-', not all digits, not '.' or '..', not one of ARM's
+    disallowed names such as admin or root), else the reason."""
     if not name or len(name) > USERNAME_MAX:
         return "admin user name %s must have 1 to %d characters" % (shown(name), USERNAME_MAX)
-    if name[0] not in _LOWER or not set(name) <= _NAME_CHARS:
-        return ("admin user name %s is not a portable user name (a lower-case letter or '_', "
-                "then lower-case letters, digits, '_' and '-')" % shown(name))
-    if name == "root":
-        return "admin user name 'root' is refused"
+    if not set(name) <= _USER_CHARS:
+        return ("admin user name %s holds a character other than letters, digits, '.', '_' "
+                "and '-'" % shown(name))
+    if name.startswith("-"):
+        return "admin user name %s starts with '-'" % shown(name)
+    if name in (".", ".."):
+        return "admin user name %s is refused" % shown(name)
+    if name.lower() in ARM_DISALLOWED:
+        return "admin user name %s is refused (one of Azure's disallowed names)" % shown(name)
+    if name.isdigit():
+        return "admin user name %s is all digits (it reads as a UID)" % shown(name)
     return None
 
 
@@ -177,10 +197,14 @@ def inside(path, home):
     return rel or None
 
 
-def key_path_problem(path, home):
-    if inside(path, home) is None:
-        return "SSH key path %s is not inside the admin user's home %s" % (shown(path), home)
-    return None
+def key_path_problem(path, username, home):
+    """None when ``path`` is where Azure puts the admin user's keys:
+    /home/<user>/.ssh/authorized_keys, or the account's real home (HOME= of
+    /etc/default/useradd, e.g. /var/home) + /.ssh/authorized_keys; else the
+    reason.  The keys always go to <home>/.ssh/authorized_keys (KEYS_FILE)."""
+    if path in (default_key_path(username), default_key_path(username, home.rstrip("/") or "/")):
+        return None
+    return "SSH key path %s is not %s" % (shown(path), default_key_path(username, home.rstrip("/")))
 
 
 def merge_keys(existing, keys):
@@ -246,7 +270,7 @@ def parse_groups(text):
     """'[user] groups' value -> list of group names (comma or space separated)."""
     names = [g for g in text.replace(",", " ").split() if g]
     for name in names:
-        if len(name) > USERNAME_MAX or name[0] not in _LOWER or not set(name) <= _NAME_CHARS:
+        if len(name) > GROUP_MAX or name[0] not in _LOWER or not set(name) <= _NAME_CHARS:
             raise ValueError("%s is not a group name" % shown(name))
     return names
 

@@ -85,10 +85,10 @@ def provision(ctx):
             line = accounts.parse_key(data)
         except ValueError as exc:
             raise Failure("IMDS compute.publicKeys[%d]: %s" % (number, exc))
-        rel = accounts.inside(path, home)
-        if rel is None:
-            raise Failure("IMDS compute.publicKeys[%d]: %s" % (number, accounts.key_path_problem(path, home)))
-        by_path.setdefault(rel, []).append(line)
+        problem = accounts.key_path_problem(path, name, home)
+        if problem:
+            raise Failure("IMDS compute.publicKeys[%d]: %s" % (number, problem))
+        by_path.setdefault(accounts.KEYS_FILE, []).append(line)
     groups = _groups(ctx)
     password = _medium_password(paths, name) if spec.password_auth else None
     if not by_path and password is None:

@@ -20,29 +20,51 @@ def blob(kind, extra=b"\x00\x00\x00\x20" + b"k" * 32):
 
 # ------------------------------------------------------------------ user names
 
-@pytest.mark.parametrize("name", ["azureuser", "alice", "_svc", "a", "a-b_c9", "x" * 32])
+@pytest.mark.parametrize("name", ["azureuser", "alice", "_svc", "ab", "a-b_c9", "x" * 64, "first.last",
+                                  "Alice", "9lives", ".hidden", "a..b", "user6", "web-admin", "a-"])
 def test_good_user_names(name):
     assert accounts.username_problem(name) is None
 
 
 @pytest.mark.parametrize("name, fragment", [
-    ("root", "'root' is refused"),
-    ("", "1 to 32"),
-    ("x" * 33, "1 to 32"),
-    ("Alice", "portable"),
-    ("9lives", "portable"),
-    ("-oops", "portable"),
-    ("a b", "portable"),
-    ("a;reboot", "portable"),
-    ("$(touch x)", "portable"),
-    ("al\u00efce", "portable"),
-    ("a.b", "portable"),
-    ("a\nb", "portable"),
+    ("root", "disallowed"),
+    ("Root", "disallowed"),
+    ("admin", "disallowed"),
+    ("user1", "disallowed"),
+    ("support_388945a0", "disallowed"),
+    ("a", "disallowed"),
+    ("123", "disallowed"),
+    ("", "1 to 64"),
+    ("x" * 65, "1 to 64"),
+    ("-oops", "starts with '-'"),
+    ("42", "all digits"),
+    (".", "refused"),
+    ("..", "refused"),
+    ("a b", "other than letters"),
+    ("a:b", "other than letters"),
+    ("a,b", "other than letters"),
+    ("a/b", "other than letters"),
+    ("../../etc", "other than letters"),
+    ("a;reboot", "other than letters"),
+    ("$(touch x)", "other than letters"),
+    ("al\u00efce", "other than letters"),
+    ("a\nb", "other than letters"),
+    ("a\tb", "other than letters"),
+    ("a\x7fb", "other than letters"),
+    ("a@b", "other than letters"),
+    ("a$", "other than letters"),
 ])
 def test_bad_user_names(name, fragment):
     problem = accounts.username_problem(name)
     assert problem and fragment in problem
-    assert "\n" not in problem
+    assert "\n" not in problem and "\t" not in problem
+
+
+def test_every_arm_disallowed_name_is_refused():
+    assert len(accounts.ARM_DISALLOWED) == 32
+    for name in accounts.ARM_DISALLOWED:
+        assert "disallowed" in accounts.username_problem(name)
+        assert "disallowed" in accounts.username_problem(name.upper())
 
 
 # ------------------------------------------------------------------------ keys
@@ -97,20 +119,40 @@ def test_merge_keeps_existing_and_adds_once():
 
 # ----------------------------------------------------------------------- paths
 
+@pytest.mark.parametrize("path, home, ok", [
+    ("/home/alice/.ssh/authorized_keys", "/home/alice", True),
+    ("/home/alice/.ssh/authorized_keys", "/var/home/alice", True),
+    ("/var/home/alice/.ssh/authorized_keys", "/var/home/alice", True),
+    ("/var/home/alice/.ssh/authorized_keys", "/var/home/alice/", True),
+    ("/var/home/alice/.ssh/authorized_keys", "/home/alice", False),
+    ("/home/alice/./.ssh//authorized_keys", "/home/alice", False),
+    ("/home/alice/x/../.ssh/authorized_keys", "/home/alice", False),
+    ("/home/alice/.ssh/authorized_keys2", "/home/alice", False),
+    ("/home/alice/.ssh/", "/home/alice", False),
+    ("/home/alice/.profile", "/home/alice", False),
+    ("/home/alice/../bob/.ssh/authorized_keys", "/home/alice", False),
+    ("/home/bob/.ssh/authorized_keys", "/home/alice", False),
+    ("/root/.ssh/authorized_keys", "/home/alice", False),
+    ("home/alice/.ssh/authorized_keys", "/home/alice", False),
+    ("/home/alice/.ssh/authorized_keys\0", "/home/alice", False),
+])
+def test_key_path_is_exactly_the_authorized_keys_of_the_home(path, home, ok):
+    problem = accounts.key_path_problem(path, "alice", home)
+    assert (problem is None) == ok
+    if not ok:
+        assert "is not %s/.ssh/authorized_keys" % home.rstrip("/") in problem
+
+
 @pytest.mark.parametrize("path, home, rel", [
     ("/home/alice/.ssh/authorized_keys", "/home/alice", ".ssh/authorized_keys"),
-    ("/home/alice/./.ssh//authorized_keys", "/home/alice/", ".ssh/authorized_keys"),
     ("/home/alice/x/../.ssh/keys", "/home/alice", ".ssh/keys"),
     ("/home/alice/../bob/.ssh/authorized_keys", "/home/alice", None),
     ("/home/alicex/.ssh/authorized_keys", "/home/alice", None),
-    ("/root/.ssh/authorized_keys", "/home/alice", None),
     ("/home/alice", "/home/alice", None),
-    ("home/alice/.ssh/authorized_keys", "/home/alice", None),
     ("/home/alice/.ssh/a\0b", "/home/alice", None),
 ])
-def test_key_path_inside_home(path, home, rel):
+def test_inside(path, home, rel):
     assert accounts.inside(path, home) == rel
-    assert (accounts.key_path_problem(path, home) is None) == (rel is not None)
 
 
 # ------------------------------------------------------------------- IMDS doc
