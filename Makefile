@@ -91,7 +91,10 @@ rpm: sdist
 	$(PKGENV) rpmbuild -bb $(RPM_HOST_ARGS) $(RPM_REPRO) --define "_topdir $(CURDIR)/build/rpmbuild" \
 	    --define "_sourcedir $(CURDIR)/dist" rpm/$(PKG).spec >build/rpm-build.log 2>&1 \
 	    || { tail -30 build/rpm-build.log; exit 1; }
-	cp build/rpmbuild/RPMS/noarch/$(PKG)-$(VERSION)-1.noarch.rpm $(RPM)
+	@# %{?dist} may be set (Fedora/RHEL build hosts): take the one file rpmbuild made
+	set -- build/rpmbuild/RPMS/noarch/$(PKG)-$(VERSION)-1*.noarch.rpm; \
+	    [ $$# -eq 1 ] && [ -f "$$1" ] || { echo "rpm: expected one built package, found: $$*"; exit 1; }; \
+	    cp "$$1" $(RPM)
 	@echo "built $(RPM)"
 
 # lintian/rpmlint on the built packages, systemd-analyze verify (must print

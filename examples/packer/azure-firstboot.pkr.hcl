@@ -84,7 +84,7 @@ build {
   }
 
   # The last provisioner: installs the agent (which replaces waagent), purges
-  # cloud-init and runs "azure-firstboot deprovision --user --force", which also
+  # cloud-init and runs "azure-firstboot deprovision --user --yes", which also
   # removes the build user (the account that ran sudo). No
   # "waagent -deprovision" anywhere: waagent is gone by then.
   provisioner "shell" {

@@ -133,7 +133,7 @@ def status(ctx, as_json, wait=False, timeout=None):
 OTHER_AGENTS = (
     ("waagent", ("/usr/sbin/waagent", "/usr/bin/waagent"),
      ("walinuxagent.service", "waagent.service"),
-     "apt purge walinuxagent / dnf remove WALinuxAgent", None),
+     "apt purge waagent / dnf remove WALinuxAgent", None),
     ("cloud-init", ("/usr/bin/cloud-init",),
      ("cloud-init-local.service", "cloud-init.service", "cloud-config.service", "cloud-final.service"),
      "apt purge cloud-init / dnf remove cloud-init", "/etc/cloud/cloud-init.disabled"),
@@ -212,20 +212,42 @@ def _build_user(paths, skip):
     """The account that ran this command through sudo on the machine itself
     (SUDO_USER: Packer's or your SSH user on the build VM), when it is an
     ordinary account (UID_MIN..UID_MAX): [(name, home)] or []."""
+    return build_user(paths, skip)[0]
+
+
+def build_user(paths, skip):
+    """-> ([(name, home)] or [], why not: one line or None)."""
     from azure_firstboot import accounts
 
     name = os.environ.get("SUDO_USER", "")
-    if not paths.is_host or not name or name == "root" or name in skip:
-        return []
+    if not paths.is_host:
+        return [], ("not looked for under --root (no sudo session tells which account built the "
+                    "image); remove it with 'userdel --root DIR --remove NAME'")
+    if not name:
+        return [], ("cannot tell which account is the build user: SUDO_USER is not set (a root login "
+                    "or 'sudo su -'); run 'sudo azure-firstboot deprovision --user' as the build user, "
+                    "or remove it with 'userdel --remove NAME'")
+    if name in skip:
+        return [], None
+    if name == "root":
+        return [], "SUDO_USER is root: no build user to remove"
     low, high = accounts.uid_range(st.read_text(paths("/etc/login.defs")))
     for line in (st.read_text(paths("/etc/passwd"), 16 << 20) or "").splitlines():
         fields = line.split(":")
-        if len(fields) >= 7 and fields[0] == name and fields[2].isdigit() and low <= int(fields[2]) <= high:
-            return [(name, fields[5])]
-    return []
+        if len(fields) >= 7 and fields[0] == name and fields[2].isdigit():
+            if low <= int(fields[2]) <= high:
+                return [(name, fields[5])], None
+            return [], "SUDO_USER %s is not an ordinary account (UID %s outside %d..%d): kept" % (
+                accounts.shown(name), fields[2], low, high)
+    return [], "SUDO_USER %s is not in /etc/passwd: no build user to remove" % accounts.shown(name)
 
 
-def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force=True, user=False):
+# check.py's checks that deprovision does not fix itself: listed before it starts
+NOT_FIXED = ("config", "units", "agents", "network", "sshd")
+
+
+def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force=True, user=False,
+                proceed=False):
     """Remove this package's state and the selected parts of the machine's
     identity.  Unless ``force``, list what goes and ask first.
 
@@ -236,20 +258,44 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
     removed without following the symlinks inside it.  ``user``: also the
     admin user the user step created (userdel --remove), the sudoers file
     and the sshd drop-in, and on the machine itself the ordinary account that
-    ran this through sudo (the build user)."""
+    ran this through sudo (the build user).
+
+    First it runs check.py's checks: a broken configuration refuses (nothing
+    changed) unless ``proceed``; the other problems it does not fix are
+    warnings.  cloud-init's and waagent's sudoers files always go."""
+    from azure_firstboot import check
+
     paths = ctx.paths
-    for text in other_agents(paths):
-        log.warning("deprovision: " + text)
+    snap = check.gather(paths, ctx.config_problems, os.environ.get("SUDO_USER"))
+    for name, text in check.problems(snap):
+        if name == "config":
+            continue  # cli.py has logged each one
+        if name in NOT_FIXED:
+            log.warning("deprovision: " + text)
+    if ctx.config_problems and not proceed:
+        log.error("deprovision: the configuration is broken: every VM made from this image would report "
+                  "ProvisioningFailed; fix it (or --force)%s" % (
+                      "" if dry_run else "; nothing changed"))
+        if not dry_run:
+            return 1
     actions = []
     if user:
         from azure_firstboot import accounts
 
         created = _created_accounts(paths)
         actions += [("userdel", name, home) for name, home in created]
-        actions += [("userdel", name, home) for name, home in _build_user(paths, [n for n, _ in created])]
+        builder, why = build_user(paths, [n for n, _ in created])
+        actions += [("userdel", name, home) for name, home in builder]
+        if builder:
+            log.info("build user: %s (ran this through sudo)" % builder[0][0])
+        elif why:
+            log.warning("deprovision --user: build user " + why)
         for path in (accounts.SUDOERS_FILE, accounts.SSHD_DROPIN):
             if os.path.lexists(paths(path)):
                 actions.append(("remove", paths(path)))
+    for path in check.FOREIGN_SUDOERS:
+        if path != check.accounts.SUDOERS_FILE and os.path.lexists(paths(path)):
+            actions.append(("remove", paths(path)))
     for directory in (st.STATE_DIR, st.RUN_DIR):
         actions += [("remove", p) for p in _entries(paths, directory, "*")]
     if machine_id:
@@ -268,7 +314,8 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
             actions += [("remove", p) for p in _entries(paths, directory, pattern)]
     if not actions:
         log.info("nothing to remove")
-        return 0
+        _still(paths)
+        return 1 if ctx.config_problems and not proceed else 0
     if not dry_run and not force:
         for verb, path, *_ in actions:
             log.info("will %s %s" % (verb, path))
@@ -313,4 +360,17 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
             failed += 1
             continue
         log.info("%s %s" % ("removed" if verb == "remove" else "truncated", path))
+    if dry_run:
+        return 1 if failed or (ctx.config_problems and not proceed) else 0
+    _still(paths)
     return 1 if failed else 0
+
+
+def _still(paths):
+    """Warn about what check.py still finds that deprovision is meant to fix
+    (a build user it could not tell, keys of another account)."""
+    from azure_firstboot import check
+
+    for name, text in check.problems(check.gather(paths, (), os.environ.get("SUDO_USER"))):
+        if name not in NOT_FIXED:
+            log.warning("deprovision: still: " + text)

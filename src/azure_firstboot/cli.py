@@ -24,9 +24,12 @@ commands:
   deprovision    generalize before capturing an image: remove this agent's state, the
                  machine id, SSH host keys, host name and DHCP leases (name some of
                  --machine-id --ssh-host-keys --hostname --leases to remove only those)
-                 [--dry-run] [--all] [--force|-y]; asks on a terminal unless --force;
-                 --user (or --all) also removes the admin user the user step created
-                 and the account that ran it through sudo (the build user)
+                 [--dry-run] [--all] [--yes|-y] [--force]; asks on a terminal unless
+                 --yes; refuses while 'check' finds a problem it cannot fix, unless
+                 --force; --user (or --all) also removes the admin user the user step
+                 created and the account that ran it through sudo (the build user)
+  check          is this system (or --root DIR) ready to be captured as an image?
+                 one line per problem, exit 0 when none  [--json]
 
 options:
   --config FILE  configuration file (default %s under --root;
@@ -103,8 +106,35 @@ Exit status:
   3  not yet: the first-boot units have not finished (or --timeout expired)
   4  not on Azure: nothing to do on this machine
 """,
+    "check": """\
+usage: azure-firstboot [--root DIR] check [--json]
+
+Check that this system (or the image tree under --root DIR) is ready to be
+captured as an image that provisions itself with azure-firstboot; prints one
+line per problem ("CHECK: what is wrong and what to do"):
+
+  config      the configuration file parses
+  units       the azure-firstboot units are enabled
+  agents      waagent and cloud-init are absent or disabled
+  network     a DHCP configuration matches Azure's NIC by driver (hv_netvsc),
+              not by MAC, for the image's network stack (systemd-networkd,
+              NetworkManager, ifupdown, netplan); no MAC-bound configuration
+  leases      no DHCP leases left
+  sshd        sshd reads sshd_config.d before any PasswordAuthentication line
+  machine-id  /etc/machine-id is empty
+  host-keys   no SSH host keys (the ssh-keygen unit makes them at boot)
+  state       no azure-firstboot state left
+  sudoers     no sudoers file of cloud-init, waagent or the user step left
+  build-user  no build user (SUDO_USER) and no ordinary account with SSH keys
+
+Files only: it starts nothing, changes nothing and needs no network.
+
+  --json         the same as a JSON document ({"ready": ..., "problems": [...]})
+
+Exit status: 0 ready to capture, 1 problems found, 2 usage error.
+""",
     "deprovision": """\
-usage: azure-firstboot deprovision [--dry-run] [--force|-y] [--all] [--user]
+usage: azure-firstboot deprovision [--dry-run] [--yes|-y] [--force] [--all] [--user]
                                    [--machine-id] [--ssh-host-keys] [--hostname] [--leases]
 
 Generalize this system before capturing an image.  Always removes this
@@ -123,18 +153,28 @@ next boot provisions again.  With none of the first four parts named (or
                    the default set (only with --user or --all, never by default)
   --all            every part above, and --user
   --dry-run        only list what would be removed or emptied
-  --force, -y      do not ask (it asks only when stdin is a terminal)
+  --yes, -y        do not ask (it asks only when stdin is a terminal)
+  --force          do not ask, and go on even when 'azure-firstboot check' finds
+                   a problem deprovision cannot fix (a broken configuration, no
+                   network configuration for Azure's NIC, another agent enabled)
 
-Exit status: 0 done, 1 something could not be removed, 2 usage error.
+It always removes the sudoers files cloud-init and waagent wrote
+(/etc/sudoers.d/90-cloud-init-users, /etc/sudoers.d/waagent): a VM whose admin
+has the build user's name would inherit them.  It runs the checks of
+'azure-firstboot check' first and changes nothing while one it cannot fix
+fails (exit 1), unless --force; afterwards it lists what still fails.
+
+Exit status: 0 done, 1 refused or something could not be removed, 2 usage error.
 """,
 }
 
-COMMANDS = ("network-wait", "hostname", "user", "report-ready", "status", "deprovision")
+COMMANDS = ("network-wait", "hostname", "user", "report-ready", "status", "deprovision", "check")
 UNITS = ("network-wait", "hostname", "user", "report-ready")
 COMMAND_FLAGS = {
     "status": ("--json", "--wait"),
     "deprovision": ("--dry-run", "--machine-id", "--ssh-host-keys", "--hostname", "--leases", "--user",
-                    "--all", "--force", "-y"),
+                    "--all", "--force", "--yes", "-y"),
+    "check": ("--json",),
 }
 COMMAND_OPTIONS = {
     "status": ("--timeout",),
@@ -145,7 +185,11 @@ DEPROVISION_PARTS = ("--machine-id", "--ssh-host-keys", "--hostname", "--leases"
 
 
 class UsageError(Exception):
-    pass
+    """A bad command line; ``command`` is the command it was for (if known)."""
+
+    def __init__(self, message, command=None):
+        Exception.__init__(self, message)
+        self.command = command
 
 
 class Done(Exception):
@@ -262,8 +306,17 @@ def _summary(step, code, entry):
 
 def parse_args(argv):
     """argv -> (config path or None, root, command, set of flags, {option: value});
-    UsageError if bad.  Command "help" carries the command asked about in
-    the options (key "about")."""
+    UsageError (naming the command when known) if bad.  Command "help" carries
+    the command asked about in the options (key "about")."""
+    found = {}
+    try:
+        return _parse_args(argv, found)
+    except UsageError as exc:
+        exc.command = exc.command or found.get("command")
+        raise
+
+
+def _parse_args(argv, found):
     cfg_path, root, command, flags, options = None, "/", None, set(), {}
     args = list(argv)
     wants_help = False
@@ -299,7 +352,7 @@ def parse_args(argv):
         elif command is None:
             if arg not in COMMANDS:
                 raise UsageError("unknown command %r (choose from %s)" % (arg[:60], ", ".join(COMMANDS)))
-            command = arg
+            command = found["command"] = arg
         elif not wants_help:
             raise UsageError("unexpected argument %s" % _printable(arg))
     if wants_help:
@@ -323,7 +376,8 @@ def _printable(text):
 def _timeout(text):
     whole, _, frac = text.partition(".")
     if not (whole or frac) or not set(whole + frac) <= set("0123456789") or len(text) > 20:
-        raise UsageError("--timeout expects seconds (a number such as 60 or 2.5), got %s" % _printable(text))
+        raise UsageError("--timeout expects seconds (a number such as 60 or 2.5), got %s" % _printable(text),
+                         "status")
     return float(text)
 
 
@@ -341,7 +395,7 @@ def main(argv=None):
         timeout = _timeout(options["--timeout"]) if "--timeout" in options else None
     except UsageError as exc:
         log.error(str(exc))
-        sys.stderr.write("Try 'azure-firstboot --help'.\n")
+        sys.stderr.write("Try 'azure-firstboot %s--help'.\n" % (exc.command + " " if exc.command else ""))
         return 2
     if command == "help":
         sys.stdout.write(HELP.get(options["about"], USAGE))
@@ -367,6 +421,10 @@ def main(argv=None):
     try:
         if command in UNITS:
             return _unit(ctx, command)
+        if command == "check":
+            from azure_firstboot import check
+
+            return check.run(ctx, "--json" in flags)
         from azure_firstboot import admin
 
         for problem in problems[:20]:
@@ -378,11 +436,11 @@ def main(argv=None):
         chosen = [f for f in DEPROVISION_PARTS if f in flags]
         if not chosen or "--all" in flags:
             chosen = DEPROVISION_PARTS
-        force = bool(flags & {"--force", "-y"}) or not _interactive()
+        force = bool(flags & {"--force", "--yes", "-y"}) or not _interactive()
         return admin.deprovision(
             ctx, "--dry-run" in flags, "--machine-id" in chosen, "--ssh-host-keys" in chosen,
             "--hostname" in chosen, "--leases" in chosen, force=force,
-            user="--user" in flags or "--all" in flags)
+            user="--user" in flags or "--all" in flags, proceed="--force" in flags)
     except OSError as exc:
         log.error("%s: %s" % (command, _os_error(exc)))
         return 1

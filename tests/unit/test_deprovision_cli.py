@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+import image_tree
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 IDENTITY = {
@@ -24,14 +26,15 @@ IDENTITY = {
     "var/lib/azure-firstboot/hostname.result": "result=success\n",
 }
 KEPT = {
-    "etc/ssh/sshd_config": "keep me",
+    "etc/ssh/sshd_config": "Include /etc/ssh/sshd_config.d/*.conf\n# keep me\n",
     "home/azureuser/.ssh/authorized_keys": "keep me too",
     "etc/hosts": "127.0.0.1 localhost\n",
 }
 
 
 def make_root(tmp_path, extra=None):
-    root = str(tmp_path / "root")
+    """A good image (image_tree: what 'check' wants) with a build VM's identity."""
+    root = image_tree.good_image(str(tmp_path / "root"))
     for rel, text in dict(IDENTITY, **KEPT, **(extra or {})).items():
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -193,14 +196,14 @@ def test_warns_about_installed_waagent_and_cloud_init(tmp_path):
     lines = [l for l in proc.stderr.splitlines() if l.startswith("azure-firstboot: warning:")]
     assert len(lines) == 2, proc.stderr
     assert "waagent is still installed" in lines[0] and "and enabled" in lines[0]
-    assert "apt purge walinuxagent" in lines[0]
+    assert "apt purge waagent" in lines[0]     # Debian's package name
     assert "cloud-init is still installed" in lines[1]
 
 
 def test_warns_about_a_leftover_enablement_link(tmp_path):
     root = make_root(tmp_path)
     wants = os.path.join(root, "etc/systemd/system/multi-user.target.wants")
-    os.makedirs(wants)
+    os.makedirs(wants, exist_ok=True)
     # Debian: waagent removed but not purged leaves its (dangling) link behind
     os.symlink("/lib/systemd/system/walinuxagent.service", os.path.join(wants, "walinuxagent.service"))
     proc = run(root, "deprovision", "--force")
@@ -208,15 +211,14 @@ def test_warns_about_a_leftover_enablement_link(tmp_path):
     assert "waagent is not installed but still enabled" in proc.stderr
 
 
-def test_disabled_cloud_init_is_only_reported_as_installed(tmp_path):
+def test_disabled_cloud_init_is_not_a_problem(tmp_path):
     root = make_root(tmp_path, {
         "usr/bin/cloud-init": "#!/bin/sh\n",
         "etc/cloud/cloud-init.disabled": "",
         "etc/systemd/system/cloud-init.target.wants/cloud-init.service": "",
     })
     proc = run(root, "deprovision", "--dry-run")
-    assert "cloud-init is still installed (/usr/bin/cloud-init):" in proc.stderr
-    assert "and enabled" not in proc.stderr
+    assert "cloud-init" not in proc.stderr
 
 
 def test_clean_image_has_no_warning(tmp_path):
