@@ -127,6 +127,9 @@ SCENARIO_KEYS = [
     ("vm_size", "Standard_B2s", "str", "IMDS compute.vmSize"),
     ("subscription_id", "11111111-2222-3333-4444-555555555555", "str", "IMDS compute.subscriptionId"),
     ("resource_group", "myrg", "str", "IMDS compute.resourceGroupName"),
+    ("user_data", "", "str",
+     "IMDS compute.userData (base64, as ARM stores it; also served at "
+     "/metadata/instance/compute/userData?format=text)"),
     ("imds_override", {}, "dict", "dict deep-merged into the instance document last"),
     ("config_url_base", None, "optstr",
      "base of the config URLs in the goal state; null = http://<own wireserver address>"),
@@ -1052,7 +1055,7 @@ class Fabric(object):
             "subscriptionId": s["subscription_id"],
             "tags": "",
             "tagsList": [],
-            "userData": "",
+            "userData": s["user_data"],
             "version": "",
             "virtualMachineScaleSet": {"id": rid},
             "vmId": s["vm_id"],

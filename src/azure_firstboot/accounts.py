@@ -302,25 +302,129 @@ def sshd_reads_dropins(config):
 # ------------------------------------------------------------ ovf-env.xml
 
 _OVF_SET = ("Environment", "ProvisioningSection", "LinuxProvisioningConfigurationSet")
-_OVF_FIELDS = {
+_OVF_PLATFORM = ("Environment", "PlatformSettingsSection", "PlatformSettings")
+_OVF_KEY = _OVF_SET + ("SSH", "PublicKeys", "PublicKey")
+_OVF_TEXT = {
+    _OVF_SET + ("HostName",): "hostname",
     _OVF_SET + ("UserName",): "username",
     _OVF_SET + ("UserPassword",): "password",
     _OVF_SET + ("DisableSshPasswordAuthentication",): "disable_ssh_password_auth",
+    _OVF_SET + ("CustomData",): "custom_data",
+    _OVF_PLATFORM + ("PreprovisionedVm",): "preprovisioned",
+    _OVF_PLATFORM + ("PreprovisionedVMType",): "preprovisioned_type",
+    _OVF_PLATFORM + ("ProvisionGuestAgent",): "provision_guest_agent",
 }
+_OVF_FLAGS = ("disable_ssh_password_auth", "preprovisioned", "provision_guest_agent")
+OVF_KEYS_MAX = 100
+CUSTOM_DATA_MAX = 1024 * 1024   # decoded; ovf-env.xml itself is at most 1 MiB
+
+
+class OvfKey(object):
+    """One SSH/PublicKeys/PublicKey of ovf-env.xml (each field '' when absent)."""
+
+    __slots__ = ("fingerprint", "path", "value")
+
+    def __init__(self, fingerprint="", path="", value=""):
+        self.fingerprint = fingerprint
+        self.path = path
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, OvfKey) and (self.fingerprint, self.path, self.value) == (
+            other.fingerprint, other.path, other.value)
+
+    def __repr__(self):
+        return "OvfKey(fingerprint=%r, path=%r, value=%s)" % (
+            self.fingerprint, self.path, shown(self.value, 30))
+
+
+class OvfEnv(object):
+    """What ovf-env.xml says.  Text fields are None when absent (hostname,
+    username stripped; password as written, spaces kept); flags are True,
+    False or None (absent); keys a list of OvfKey; custom_data the decoded
+    bytes of CustomData or None; preprovisioned_type as written (stripped)."""
+
+    __slots__ = ("hostname", "username", "password", "disable_ssh_password_auth", "keys",
+                 "custom_data", "preprovisioned", "preprovisioned_type", "provision_guest_agent")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name, [] if name == "keys" else None))
+
+    def __repr__(self):  # never the password or the custom data
+        return "OvfEnv(hostname=%r, username=%r, password=%s, keys=%d, custom_data=%s, " \
+               "disable_ssh_password_auth=%r, preprovisioned=%r)" % (
+                   self.hostname, self.username, "None" if self.password is None else "<set>",
+                   len(self.keys), "None" if self.custom_data is None else "%d bytes" % len(
+                       self.custom_data), self.disable_ssh_password_auth, self.preprovisioned)
+
+
+def _ovf_flag(text, element):
+    value = text.strip().lower()
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("ovf-env.xml: %s is %s, not true or false" % (element, shown(text.strip())))
+
+
+_B64_STRICT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def decode_base64(text, what, limit=CUSTOM_DATA_MAX):
+    """Standard base64 (whitespace ignored, padding required) -> bytes;
+    ValueError naming ``what`` otherwise, or when longer than ``limit``."""
+    import binascii
+
+    compact = "".join(text.split())
+    body = compact.rstrip("=")
+    if len(compact) % 4 or len(compact) - len(body) > 2 or not _B64_STRICT.issuperset(body):
+        raise ValueError("%s is not base64" % what)
+    if len(compact) // 4 * 3 > limit + 2:
+        raise ValueError("%s is larger than %d bytes" % (what, limit))
+    try:
+        data = binascii.a2b_base64(compact.encode("ascii"))
+    except (binascii.Error, ValueError):
+        raise ValueError("%s is not base64" % what)
+    if len(data) > limit:
+        raise ValueError("%s is larger than %d bytes" % (what, limit))
+    return data
 
 
 def parse_ovf_env(data):
-    """ovf-env.xml (bytes) -> {"username", "password", ...} (only fields
-    present).  Element local names (namespace prefixes vary), DOCTYPE and
-    entity declarations refused; the password keeps its spaces."""
+    """ovf-env.xml (bytes) -> OvfEnv.  Element local names (namespace
+    prefixes vary), first occurrence of each field wins; DOCTYPE and entity
+    declarations refused; ValueError with a one-line reason for malformed
+    XML, a flag other than true/false, CustomData that is not base64, more
+    than OVF_KEYS_MAX keys."""
     try:
-        found = protocol.xml_fields(data, _OVF_FIELDS, strip=False)
+        elements = protocol.xml_elements(data)
     except protocol.ProtocolError as exc:
         raise ValueError("ovf-env.xml: %s" % exc)
-    for key in ("username", "disable_ssh_password_auth"):
-        if key in found:
-            found[key] = found[key].strip()
-    return found
+    found, keys = {}, []
+    depth = len(_OVF_KEY)
+    for path, text in elements:
+        name = _OVF_TEXT.get(path)
+        if name is not None:
+            found.setdefault(name, text)
+        elif path == _OVF_KEY:
+            if len(keys) >= OVF_KEYS_MAX:
+                raise ValueError("ovf-env.xml: more than %d SSH public keys" % OVF_KEYS_MAX)
+            keys.append(OvfKey())
+        elif len(path) == depth + 1 and path[:depth] == _OVF_KEY and keys:
+            field = {"Fingerprint": "fingerprint", "Path": "path", "Value": "value"}.get(path[-1])
+            if field and not getattr(keys[-1], field):
+                setattr(keys[-1], field, text.strip())
+    for name in ("hostname", "username", "preprovisioned_type"):
+        if name in found:
+            found[name] = found[name].strip()
+    for name, element in (("disable_ssh_password_auth", "DisableSshPasswordAuthentication"),
+                          ("preprovisioned", "PreprovisionedVm"),
+                          ("provision_guest_agent", "ProvisionGuestAgent")):
+        if name in found:
+            found[name] = _ovf_flag(found[name], element) if found[name].strip() else None
+    if "custom_data" in found:
+        found["custom_data"] = decode_base64(found["custom_data"], "ovf-env.xml: CustomData") \
+            if found["custom_data"].strip() else None
+    return OvfEnv(keys=keys, **found)
 
 
 def password_problem(password):

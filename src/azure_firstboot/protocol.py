@@ -128,6 +128,55 @@ def _collect(data, fields, strip=True):
 xml_fields = _collect
 
 
+XML_DEPTH_MAX = 32
+XML_ELEMENTS_MAX = 10000
+
+
+def xml_elements(data, max_depth=XML_DEPTH_MAX, max_elements=XML_ELEMENTS_MAX):
+    """[(path of local names, text)] of every element, in document order (an
+    element comes before its children); text is the element's own character
+    data, unstripped.  Same refusals as xml_fields (DOCTYPE, entities,
+    unreadable encodings), and ProtocolError beyond ``max_depth`` levels or
+    ``max_elements`` elements: bounded for any input."""
+    from xml.parsers import expat
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = _refuse
+    parser.EntityDeclHandler = _refuse
+    parser.UnparsedEntityDeclHandler = _refuse
+    parser.ExternalEntityRefHandler = _refuse
+    found = []
+    stack = []   # (path, chunks) of the open elements
+
+    def start(name, _attrs):
+        if len(stack) >= max_depth:
+            raise ProtocolError("XML nested deeper than %d elements" % max_depth)
+        if len(found) >= max_elements:
+            raise ProtocolError("XML with more than %d elements" % max_elements)
+        path = (stack[-1][0] if stack else ()) + (name.rpartition(":")[2],)
+        item = [path, []]
+        found.append(item)
+        stack.append(item)
+
+    def end(_name):
+        stack.pop()
+
+    def chars(chunk):
+        if stack:
+            stack[-1][1].append(chunk)
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = chars
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise ProtocolError("malformed XML: %s" % exc)
+    except (ValueError, LookupError) as exc:
+        raise ProtocolError("XML in an encoding that cannot be read: %s" % str(exc)[:80])
+    return [(path, "".join(chunks)) for path, chunks in found]
+
+
 class GoalState(object):
     __slots__ = ("incarnation", "container_id", "instance_id")
 

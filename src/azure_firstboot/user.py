@@ -4,27 +4,31 @@ IMDS compute.osProfile.adminUsername, compute.publicKeys[] and
 disablePasswordAuthentication -> validated (all of it, before anything is
 created) -> account (useradd / usermod), password (only when password logins
 were asked for: ovf-env.xml on the provisioning medium, through chpasswd's
-standard input), authorized_keys, sudoers rule, sshd drop-in.  A failure is
+standard input), authorized_keys, sudoers rule, sshd drop-in, custom data
+(ovf-env.xml CustomData and IMDS userData, decoded, into the state
+directory; never executed); then the medium is ejected.  A failure is
 recorded for report-ready, which reports ProvisioningFailed with the reason.
 
-With --root every command gets --root DIR and every file is DIR's; no medium
-is mounted.
+The medium is read without mounting it (medium.py parses UDF / ISO 9660
+from the block device).  With --root every command gets --root DIR and every
+file is DIR's; the medium is an image file DIR/dev/sr* (never ejected).
 
 Path: this file -> accounts (pure: values, validation, file texts) ->
-transport (IMDS) / system.run (commands, argument lists, never a shell).
+transport (IMDS) / medium (the provisioning medium) / system.run (commands,
+argument lists, never a shell).
 """
 
 import os
 import stat
 
-from azure_firstboot import accounts, log, protocol, system, transport
+from azure_firstboot import accounts, log, medium, protocol, system, transport
 from azure_firstboot import state as st
 
 STEP = "user"
-MEDIA_DIR = st.RUN_DIR + "/media"
-MEDIA_FS = "udf,iso9660"
-MEDIA_WAIT = 5.0  # seconds to wait for a medium to show up (udev may be late)
+MEDIA_WAIT = medium.MEDIA_WAIT  # seconds to wait for a drive when a password is needed
 FILE_MAX = 1024 * 1024
+CUSTOM_DATA = "custom-data"     # ovf-env.xml CustomData, decoded, in the state directory
+USER_DATA = "user-data"         # IMDS compute.userData, decoded
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
@@ -38,6 +42,7 @@ def run(ctx):
         state.record(STEP, "skipped", reason="user.enabled = no")
         log.info("admin user management is disabled in the configuration")
         return 0
+    _READ[:] = []
     try:
         details = provision(ctx)
     except Failure as exc:
@@ -45,8 +50,10 @@ def run(ctx):
     except OSError as exc:
         reason = "%s%s" % (exc.strerror or exc, " (%s)" % exc.filename if exc.filename else "")
     else:
+        _eject_read()
         state.record(STEP, "ok", **details)
         return 0
+    _eject_read()
     state.record(STEP, "failed", reason=reason)
     log.error(reason)
     return 1
@@ -63,8 +70,9 @@ def _imds_compute(ctx):
 def provision(ctx):
     """The whole step; returns the details to record, raises Failure."""
     paths = ctx.paths
+    compute = _imds_compute(ctx)
     try:
-        spec = accounts.admin_from_imds(_imds_compute(ctx))
+        spec = accounts.admin_from_imds(compute)
     except ValueError as exc:
         raise Failure(str(exc))
     name = spec.username
@@ -90,7 +98,9 @@ def provision(ctx):
             raise Failure("IMDS compute.publicKeys[%d]: %s" % (number, problem))
         by_path.setdefault(accounts.KEYS_FILE, []).append(line)
     groups = _groups(ctx)
-    password = _medium_password(paths, name) if spec.password_auth else None
+    ovf, device, why = _read_medium(paths, MEDIA_WAIT if spec.password_auth else 0.0)
+    password = _medium_password(ovf, device or why, name) if spec.password_auth else None
+    custom = _custom_data(ovf, compute)
     if not by_path and password is None:
         raise Failure("admin user %s has no SSH key and no password%s: nobody could log in" % (
             name, " (password logins were asked for, but no provisioning medium carried one)"
@@ -125,10 +135,11 @@ def provision(ctx):
         added += _write_keys(paths, home, rel, uid, gid, by_path[rel])
     sudo = _sudoers(ctx, name, nopasswd=password is None)
     sshd = _sshd(paths, spec.password_auth)
+    custom_shown = _write_custom_data(paths, custom)
     details = dict(user=name, uid=uid, created="no" if existing else "yes",
                    groups=",".join(groups) or "none", keys=sum(len(v) for v in by_path.values()),
                    keys_added=added, password="set" if password is not None else "none",
-                   sudo=sudo, sshd=sshd)
+                   sudo=sudo, sshd=sshd, medium=device or "none", custom_data=custom_shown)
     log.info("admin user %s %s (UID %d): %d SSH key(s), %d new; password %s; sudo: %s; sshd: %s" % (
         name, "kept" if existing else "created", uid, details["keys"], added, details["password"],
         sudo, sshd))
@@ -301,115 +312,86 @@ def _sshd(paths, password_auth):
 
 # --------------------------------------------------------------- the medium
 
-def _medium_password(paths, name):
-    """The UserPassword of ovf-env.xml on the provisioning medium, or None
-    (with a warning) when there is none; Failure for an unusable one."""
-    if not paths.is_host:
-        log.warning("password logins were asked for, but no medium is mounted under --root: "
-                    "no password set")
-        return None
-    data, device, problems = _read_ovf_env()
+_READ = []   # devices this run read ovf-env.xml from: ejected when the step ends
+
+
+def _read_medium(paths, wait):
+    """(OvfEnv, device, '') from the provisioning medium, or (None, None,
+    why) when there is none (logged); Failure for an ovf-env.xml that cannot
+    be parsed."""
+    data, device, why = medium.read_ovf_env(paths, wait)
     if data is None:
-        log.warning("password logins were asked for, but no provisioning medium with "
-                    "ovf-env.xml was found%s: no password set" % (
-                        " (%s)" % "; ".join(problems) if problems else ""))
-        return None
+        log.info("no ovf-env.xml on a provisioning medium: %s" % why)
+        return None, None, why
+    _READ.append(device)
     try:
         ovf = accounts.parse_ovf_env(data)
     except ValueError as exc:
         raise Failure("%s on %s" % (exc, device))
-    password = ovf.get("password")
+    log.info("read ovf-env.xml (%d bytes) from %s" % (len(data), device))
+    return ovf, device, ""
+
+
+def _eject_read():
+    for device in _READ:
+        what = medium.eject(device)
+        if what.startswith("ejected"):
+            log.info("provisioning medium: %s" % what)
+        elif "image file" in what:
+            log.info("provisioning medium: %s" % what)
+        else:
+            log.warning("provisioning medium: %s" % what)
+    _READ[:] = []
+
+
+def _medium_password(ovf, device, name):
+    """The UserPassword of ovf-env.xml, or None (with a warning) when there
+    is none; Failure for an unusable one.  ``device``: where it came from,
+    or why there is no medium."""
+    if ovf is None:
+        log.warning("password logins were asked for, but no provisioning medium with "
+                    "ovf-env.xml was found (%s): no password set" % device)
+        return None
+    password = ovf.password
     if not password:
         log.warning("ovf-env.xml on %s carries no UserPassword: no password set" % device)
         return None
     problem = accounts.password_problem(password)
     if problem:
         raise Failure(problem)
-    if ovf.get("username") and ovf["username"] != name:
+    if ovf.username and ovf.username != name:
         log.warning("ovf-env.xml names user %r, IMDS %r: the password is set for %s" % (
-            ovf["username"][:40], name, name))
+            ovf.username[:40], name, name))
     return password
 
 
-def _media_candidates():
-    """Block devices that may hold the provisioning medium: udev says UDF or
-    ISO 9660, or a CD-ROM drive udev knows nothing about yet."""
-    found = []
-    try:
-        names = sorted(os.listdir("/sys/class/block"))
-    except OSError:
-        return found
-    for name in names:
+def _custom_data(ovf, compute):
+    """{file name: bytes or None}: CustomData of ovf-env.xml and IMDS
+    compute.userData, decoded (None: none given); Failure when userData is
+    not base64."""
+    user_data = None
+    text = compute.get("userData") if isinstance(compute, dict) else None
+    if isinstance(text, str) and text.strip():
         try:
-            dev = (st.read_text("/sys/class/block/%s/dev" % name, 4096) or "").strip()
-            udev = st.read_text("/run/udev/data/b" + dev, 65536) if dev else None
-        except OSError:
-            continue
-        fstype = None
-        for line in (udev or "").splitlines():
-            if line.startswith("E:ID_FS_TYPE="):
-                fstype = line.split("=", 1)[1]
-        if fstype in ("udf", "iso9660") or (not fstype and name.startswith("sr")):
-            found.append(name)
-    return sorted(found, key=lambda n: (not n.startswith("sr"), n))
+            user_data = accounts.decode_base64(text, "IMDS compute.userData")
+        except ValueError as exc:
+            raise Failure(str(exc))
+    return {CUSTOM_DATA: ovf.custom_data if ovf is not None else None, USER_DATA: user_data or None}
 
 
-def _read_ovf_env():
-    """(bytes of ovf-env.xml, device, []) from the first medium that has
-    one, mounted read-only, nosuid, nodev, noexec in a private 0700
-    directory and unmounted at once; (None, None, [what went wrong per
-    device]) when none has it."""
-    import time
-
-    waited = 0.0
-    while True:
-        candidates = _media_candidates()
-        if candidates or waited >= MEDIA_WAIT:
-            break
-        time.sleep(1.0)
-        waited += 1.0
-    if not candidates:
-        return None, None, ["no CD-ROM drive or UDF/ISO 9660 device"]
-    problems = []
-    os.makedirs(st.RUN_DIR, mode=0o755, exist_ok=True)
-    try:
-        os.mkdir(MEDIA_DIR, 0o700)
-    except FileExistsError:
-        system.run(["umount", MEDIA_DIR])
-    os.chmod(MEDIA_DIR, 0o700)
-    try:
-        for name in candidates:
-            device = "/dev/" + name
-            ok, output = system.run(["mount", "-t", MEDIA_FS, "-o", "ro,nosuid,nodev,noexec",
-                                     device, MEDIA_DIR])
-            if not ok:
-                log.info("no provisioning medium on %s: %s" % (device, output))
-                problems.append("%s: %s" % (device, output[:120]))
-                continue
-            try:
-                try:
-                    # O_NONBLOCK: a FIFO on a (UDF) medium must not block the step
-                    fd = os.open(MEDIA_DIR + "/ovf-env.xml", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                except OSError:
-                    log.info("%s holds no ovf-env.xml" % device)
-                    problems.append("%s: no ovf-env.xml" % device)
-                    continue
-                try:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        raise Failure("ovf-env.xml on %s is not a regular file" % device)
-                    data = st.read_fd(fd, FILE_MAX)
-                finally:
-                    os.close(fd)
-                if len(data) > FILE_MAX:
-                    raise Failure("ovf-env.xml on %s is larger than %d bytes" % (device, FILE_MAX))
-                return data, device, []
-            finally:
-                ok, output = system.run(["umount", MEDIA_DIR])
-                if not ok:
-                    log.warning("cannot unmount %s from %s: %s" % (device, MEDIA_DIR, output))
-        return None, None, problems
-    finally:
+def _write_custom_data(paths, custom):
+    """Write (0600, atomically) or remove each custom data file; never run."""
+    shown = []
+    for name in (CUSTOM_DATA, USER_DATA):
+        path = paths.state(name)
+        data = custom.get(name)
         try:
-            os.rmdir(MEDIA_DIR)
-        except OSError:
+            os.unlink(path)  # a new file gets mode 0600 whatever was there
+        except FileNotFoundError:
             pass
+        if data:
+            st.write_atomic(path, data, mode=0o600)
+            shown.append("%s %d bytes" % (name, len(data)))
+    if shown:
+        log.info("custom data written to %s: %s (not executed)" % (st.STATE_DIR, ", ".join(shown)))
+    return ", ".join(shown) or "none"

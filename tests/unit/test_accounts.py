@@ -240,8 +240,12 @@ OVF = b"""<?xml version="1.0" encoding="utf-8"?>
 
 def test_ovf_env_password_with_prefixes_and_entities():
     found = accounts.parse_ovf_env(OVF % b" s3cr&amp;t &lt;x&gt; ")
-    assert found == {"username": "alice", "password": " s3cr&t <x> ", "disable_ssh_password_auth": "false"}
-    assert accounts.password_problem(found["password"]) is None
+    assert (found.username, found.password, found.disable_ssh_password_auth) == (
+        "alice", " s3cr&t <x> ", False)
+    assert found.hostname == "vm" and found.provision_guest_agent is False
+    assert found.preprovisioned is None and found.custom_data is None and found.keys == []
+    assert accounts.password_problem(found.password) is None
+    assert "s3cr" not in repr(found)
 
 
 def test_ovf_env_refuses_doctype_and_garbage():
@@ -254,7 +258,89 @@ def test_ovf_env_refuses_doctype_and_garbage():
     assert "DOCTYPE" in str(err.value)
     with pytest.raises(ValueError):
         accounts.parse_ovf_env(b"<Environment><unclosed>")
-    assert accounts.parse_ovf_env(b"<Environment/>") == {}
+    empty = accounts.parse_ovf_env(b"<Environment/>")
+    assert empty.username is None and empty.password is None and empty.keys == []
+
+
+OVF_FULL = b"""<?xml version="1.0" encoding="utf-8"?>
+<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1"
+    xmlns:wa="http://schemas.microsoft.com/windowsazure">
+  <wa:ProvisioningSection><wa:Version>1.0</wa:Version>
+    <LinuxProvisioningConfigurationSet xmlns="http://schemas.microsoft.com/windowsazure">
+      <ConfigurationSetType>LinuxProvisioningConfiguration</ConfigurationSetType>
+      <HostName> myvm </HostName>
+      <UserName>first.last</UserName>
+      <DisableSshPasswordAuthentication>True</DisableSshPasswordAuthentication>
+      <SSH><PublicKeys>
+        <PublicKey><Fingerprint>ABCDEF0123</Fingerprint><Path>/home/first.last/.ssh/authorized_keys</Path>
+          <Value>ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1 a@b</Value></PublicKey>
+        <PublicKey><Fingerprint>FF00</Fingerprint><Path>/home/first.last/.ssh/authorized_keys</Path></PublicKey>
+      </PublicKeys></SSH>
+      <CustomData>I2Nsb3VkLWNvbmZpZwpydW5jbWQ6IFtbZWNobywgaGldXQo=</CustomData>
+    </LinuxProvisioningConfigurationSet>
+  </wa:ProvisioningSection>
+  <wa:PlatformSettingsSection><wa:PlatformSettings>
+    <wa:ProvisionGuestAgent>true</wa:ProvisionGuestAgent>
+    <wa:PreprovisionedVm>true</wa:PreprovisionedVm>
+    <wa:PreprovisionedVMType>Savable</wa:PreprovisionedVMType>
+  </wa:PlatformSettings></wa:PlatformSettingsSection>
+</Environment>
+"""
+
+
+def test_ovf_env_every_field():
+    ovf = accounts.parse_ovf_env(OVF_FULL)
+    assert (ovf.hostname, ovf.username, ovf.password) == ("myvm", "first.last", None)
+    assert ovf.disable_ssh_password_auth is True
+    assert ovf.keys == [
+        accounts.OvfKey("ABCDEF0123", "/home/first.last/.ssh/authorized_keys",
+                        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1 a@b"),
+        accounts.OvfKey("FF00", "/home/first.last/.ssh/authorized_keys", "")]
+    assert ovf.custom_data == b"#cloud-config\nruncmd: [[echo, hi]]\n"
+    assert (ovf.preprovisioned, ovf.preprovisioned_type, ovf.provision_guest_agent) == (
+        True, "Savable", True)
+    assert "runcmd" not in repr(ovf)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (b"<CustomData>not base64!</CustomData>", "CustomData is not base64"),
+    (b"<CustomData>YWJj=</CustomData>", "CustomData is not base64"),
+    (b"<DisableSshPasswordAuthentication>maybe</DisableSshPasswordAuthentication>",
+     "DisableSshPasswordAuthentication is 'maybe'"),
+])
+def test_ovf_env_bad_values(bad, reason):
+    doc = (b"<Environment><ProvisioningSection><LinuxProvisioningConfigurationSet>%s"
+           b"</LinuxProvisioningConfigurationSet></ProvisioningSection></Environment>" % bad)
+    with pytest.raises(ValueError) as err:
+        accounts.parse_ovf_env(doc)
+    assert reason in str(err.value)
+
+
+def test_ovf_env_bounded():
+    deep = b"<a>" * 100 + b"</a>" * 100
+    with pytest.raises(ValueError) as err:
+        accounts.parse_ovf_env(deep)
+    assert "deeper" in str(err.value)
+    many = b"<Environment>" + b"<x/>" * 20000 + b"</Environment>"
+    with pytest.raises(ValueError) as err:
+        accounts.parse_ovf_env(many)
+    assert "more than" in str(err.value)
+    keys = (b"<Environment><ProvisioningSection><LinuxProvisioningConfigurationSet><SSH><PublicKeys>"
+            + b"<PublicKey><Value>k</Value></PublicKey>" * 101
+            + b"</PublicKeys></SSH></LinuxProvisioningConfigurationSet></ProvisioningSection></Environment>")
+    with pytest.raises(ValueError) as err:
+        accounts.parse_ovf_env(keys)
+    assert "SSH public keys" in str(err.value)
+
+
+def test_decode_base64():
+    assert accounts.decode_base64(" aGk=\n", "x") == b"hi"
+    assert accounts.decode_base64("", "x") == b""
+    with pytest.raises(ValueError):
+        accounts.decode_base64("aGk", "x")
+    with pytest.raises(ValueError) as err:
+        accounts.decode_base64("QUFB" * 100, "x", limit=10)
+    assert "larger" in str(err.value)
 
 
 @pytest.mark.parametrize("password", ["", "a\nb", "a\rb", "a\0b"])

@@ -269,13 +269,103 @@ def test_password_logins_without_a_medium_under_root(tmp_path):
         m = user_machine(tmp_path, fab)
         procs = m.boot()
         assert_ok(procs)
-        assert "no medium is mounted under --root" in procs[2].stderr
+        assert "no provisioning medium with ovf-env.xml was found (no %s/dev/sr* image file)" % (
+            m.root) in procs[2].stderr
         assert "PasswordAuthentication yes\n" in m.read("etc/ssh/sshd_config.d/50-azure-firstboot.conf")
         assert m.shadow("erin") == "*"
     with Fabric({"admin_username": "erin", "disable_password_authentication": "false",
                  "public_keys": []}).start() as fab:
         m = user_machine(tmp_path / "nokey", fab)
         assert_failed(m, fab, m.boot(), "no provisioning medium carried one", user="erin")
+
+
+OVF_ENV = """<?xml version="1.0" encoding="utf-8"?>
+<ns0:Environment xmlns:ns0="http://schemas.dmtf.org/ovf/environment/1"
+ xmlns:ns1="http://schemas.microsoft.com/windowsazure">
+ <ns1:ProvisioningSection><ns1:Version>1.0</ns1:Version>
+  <ns1:LinuxProvisioningConfigurationSet>
+   <ns1:ConfigurationSetType>LinuxProvisioningConfiguration</ns1:ConfigurationSetType>
+   <ns1:HostName>myvm</ns1:HostName><ns1:UserName>erin</ns1:UserName>
+   <ns1:UserPassword>%(password)s</ns1:UserPassword>
+   <ns1:DisableSshPasswordAuthentication>false</ns1:DisableSshPasswordAuthentication>
+   %(custom)s
+  </ns1:LinuxProvisioningConfigurationSet></ns1:ProvisioningSection>
+</ns0:Environment>
+"""
+
+
+def medium_image(m, text, kind="udf", name="sr0"):
+    from test_medium import make_image
+
+    os.makedirs(m.path("dev"), exist_ok=True)
+    return make_image(kind, {"ovf-env.xml": text.encode("utf-8")}, m.path("dev/" + name))
+
+
+@pytest.mark.parametrize("kind", ["udf", "iso"])
+def test_password_and_custom_data_from_a_medium_image_under_root(tmp_path, kind):
+    """The medium is an image file DIR/dev/sr0 (never ejected): CustomData
+    and IMDS userData land decoded in the state directory (0600), and
+    nothing runs them; the password goes to chpasswd (which, in a scratch
+    root without PAM modules, refuses it: the reason never shows it)."""
+    import base64
+
+    script = b"#!/bin/sh\ntouch /tmp/custom-data-ran\n"
+    ovf = OVF_ENV % {"password": "pa ss&amp;word", "custom": "<ns1:CustomData>%s</ns1:CustomData>"
+                     % base64.b64encode(script).decode()}
+    with Fabric({"admin_username": "erin", "user_data": base64.b64encode(b"user data \x00\xff").decode()}
+                ).start() as fab:
+        m = user_machine(tmp_path, fab)
+        medium_image(m, ovf, kind)
+        procs = m.boot()
+        assert_ok(procs)
+        out = procs[2].stdout + procs[2].stderr
+        assert "read ovf-env.xml (%d bytes) from %s" % (len(ovf), m.path("dev/sr0")) in out
+        assert "is an image file" in out  # not ejected
+        state = m.path("var/lib/azure-firstboot/")
+        with open(state + "custom-data", "rb") as handle:
+            assert handle.read() == script
+        with open(state + "user-data", "rb") as handle:
+            assert handle.read() == b"user data \x00\xff"
+        assert mode(state + "custom-data") == 0o600 and mode(state + "user-data") == 0o600
+        assert not os.path.exists("/tmp/custom-data-ran")
+        assert "custom-data %d bytes, user-data 12 bytes" % len(script) in m.read("var/lib/azure-firstboot/user.result")
+    with Fabric({"admin_username": "erin", "disable_password_authentication": "false",
+                 "public_keys": []}).start() as fab:
+        m = user_machine(tmp_path / "password", fab)
+        medium_image(m, ovf, kind)
+        procs = m.boot()
+        if procs[2].returncode == 0:  # chpasswd managed (PAM in the scratch root)
+            assert m.shadow("erin") not in ("*", "!", None)
+        else:
+            assert "cannot set the password of erin: chpasswd" in procs[2].stderr
+        assert "pa ss" not in procs[2].stderr
+    # no custom data this time: files left in the image (an earlier VM's) go
+    with Fabric({"admin_username": "erin"}).start() as fab:
+        m = user_machine(tmp_path / "again", fab)
+        m.write("var/lib/azure-firstboot/custom-data", "stale")
+        m.write("var/lib/azure-firstboot/user-data", "stale")
+        assert_ok(m.boot())
+        state = m.path("var/lib/azure-firstboot/")
+        assert not os.path.exists(state + "custom-data") and not os.path.exists(state + "user-data")
+
+
+def test_hostile_or_broken_medium_images(tmp_path):
+    with Fabric({"admin_username": "erin", "disable_password_authentication": "false"}).start() as fab:
+        m = user_machine(tmp_path, fab)
+        os.makedirs(m.path("dev"))
+        with open(m.path("dev/sr0"), "wb") as handle:
+            handle.write(b"\xff" * 100000)
+        os.symlink("/etc/shadow", m.path("dev/sr1"))
+        procs = m.boot()
+        assert_ok(procs)  # a key is there; the password is not
+        out = procs[2].stdout + procs[2].stderr
+        assert "sr0: neither UDF nor ISO 9660" in out
+        assert "sr1: " in out and "Traceback" not in out
+    with Fabric({"admin_username": "erin", "disable_password_authentication": "false",
+                 "public_keys": []}).start() as fab:
+        m = user_machine(tmp_path / "bad-xml", fab)
+        medium_image(m, "<!DOCTYPE x [<!ENTITY a 'b'>]><Environment/>")
+        assert_failed(m, fab, m.boot(), "ovf-env.xml: refusing XML with a DOCTYPE", user="erin")
 
 
 def test_sudo_off_disabled_step_and_sshd_without_include(tmp_path):
