@@ -29,7 +29,7 @@ check-version:
 
 ## ---- the main job -------------------------------------------------------
 demo:
-	PYTHONPATH=src $(PY) tests/demo.py
+	PYTHONPATH=src tests/netns-run $(PY) tests/demo.py
 
 # Side-by-side boot -> Ready (ours, the seed's sample, waagent, cloud-init, + the
 # ours-nosandbox experiment; 5 interleaved boots each under QEMU/TCG, ~25 min) + host

@@ -79,25 +79,16 @@ def _enter_private_netns(config):
             sys.exit("tests/unit: %s=1 but this network namespace has %s, not only lo"
                      % (NETNS_FLAG, ", ".join(_interfaces())))
         return
-    import shutil
-    unshare = shutil.which("unshare")
-    if not unshare or not shutil.which("ip"):
-        sys.exit("tests/unit must run in a private network namespace: unshare (util-linux) "
-                 "and ip (iproute2) are needed")
-    # root: a plain new network namespace; others: a user namespace too (-r)
-    argv = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-r", "-n"]
-    shim = ("import os, subprocess, sys; subprocess.check_call(['ip', 'link', 'set', 'lo', 'up']); "
-            "os.execv(sys.executable, [sys.executable, '-m', 'pytest'] + sys.argv[1:])")
-    os.environ[NETNS_FLAG] = "1"
+    runner = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "netns-run")
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:  # give the new pytest the real stdout/stderr back
         capture.stop_global_capturing()
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execv(unshare, argv + ["--", sys.executable, "-c", shim] + sys.argv[1:])
+        os.execv(runner, [runner, sys.executable, "-m", "pytest"] + sys.argv[1:])
     except OSError as exc:
-        sys.exit("tests/unit must run in a private network namespace: %s: %s" % (unshare, exc))
+        sys.exit("tests/unit must run in a private network namespace: %s: %s" % (runner, exc))
 
 
 _NO_ROUTE_AT_START = None
