@@ -277,3 +277,91 @@ def test_man_page_says_which_unit_carries_which_condition():
 @pytest.mark.parametrize("section", [".SH EXAMPLES", ".BR journalctl (1)"])
 def test_man_page_has(section):
     assert section in read(os.path.join(TOP, "systemd", "azure-firstboot.8"))
+
+
+# ------------------------------------------------------------------ az CLI
+
+# Every `az` command the guide, the troubleshooting page and the examples show, with
+# the flags it takes (from `az ... --help` of azure-cli 2.6x; only the flags we use, so a
+# typo or a flag from another command is caught). Add a command here when a document
+# shows a new one, after checking it against `az ... --help`.
+AZ_FLAGS = {
+    "account show": {"--query", "--output", "-o"},
+    "group create": {"--name", "--location", "--output"},
+    "vm create": {"--resource-group", "--name", "--image", "--size", "--admin-username",
+                  "--ssh-key-values", "--public-ip-sku", "--output", "--enable-agent",
+                  "--security-type", "--enable-secure-boot", "--enable-vtpm",
+                  "--boot-diagnostics-storage", "--computer-name", "--admin-password",
+                  "--authentication-type"},
+    "vm show": {"--show-details", "--resource-group", "-g", "--name", "-n", "--query", "--output",
+                "-o"},
+    "vm deallocate": {"--resource-group", "--name"},
+    "vm generalize": {"--resource-group", "--name"},
+    "vm delete": {"--resource-group", "--name", "--yes"},
+    "vm get-instance-view": {"--resource-group", "--name", "--query", "--output"},
+    "vm boot-diagnostics get-boot-log": {"--resource-group", "--name"},
+    "vm boot-diagnostics enable": {"--resource-group", "--name", "--storage"},
+    "image create": {"--resource-group", "--name", "--source", "--hyper-v-generation", "--output"},
+    "sig create": {"--resource-group", "--gallery-name", "--output"},
+    "sig image-definition create": {"--resource-group", "--gallery-name", "--gallery-image-definition",
+                                    "--publisher", "--offer", "--sku", "--os-type", "--os-state",
+                                    "--hyper-v-generation", "--features", "--output"},
+    "sig image-definition show": {"--resource-group", "--gallery-name", "--gallery-image-definition",
+                                  "--query", "--output"},
+    "sig image-version create": {"--resource-group", "--gallery-name", "--gallery-image-definition",
+                                 "--gallery-image-version", "--virtual-machine", "--output"},
+    "login": set(),
+}
+
+
+def az_calls(line):
+    """(subcommand, [flags]) of each `az ...` in a shell line; $(az ...) inside
+    is its own call."""
+    parts = []
+    while True:
+        inner = re.findall(r"\$\(([^()]*)\)", line)
+        if not inner:
+            break
+        parts += inner
+        line = re.sub(r"\$\([^()]*\)", "X", line)
+    parts.append(line)
+    for part in parts:
+        for m in re.finditer(r"(?:^|[\s;&|(`])az\s+([^;&|`]*)", part):
+            words = m.group(1).split()
+            sub = []
+            while words and re.match(r"^[a-z][a-z0-9-]*$", words[0]):
+                sub.append(words.pop(0))
+            flags = [w.split("=", 1)[0] for w in words if w.startswith("-") and not w.startswith("-->")]
+            yield " ".join(sub), flags
+
+
+def shown_az():
+    for path in DOCS + SCRIPTS:
+        for line in shell_lines(path):
+            for sub, flags in az_calls(line):
+                yield rel(path), sub, flags
+
+
+def test_az_commands_and_flags_shown_exist():
+    shown = list(shown_az())
+    subs = set(s for _, s, _ in shown)
+    for needed in ("sig image-version create", "vm boot-diagnostics get-boot-log", "vm get-instance-view"):
+        assert needed in subs, needed
+    bad = []
+    for path, sub, flags in shown:
+        if sub not in AZ_FLAGS:
+            bad.append((path, sub, "command not in AZ_FLAGS"))
+            continue
+        bad += [(path, sub, flag) for flag in flags if flag not in AZ_FLAGS[sub]]
+    assert bad == [], bad
+
+
+def test_images_are_captured_where_trusted_launch_allows():
+    """A gallery definition that supports Trusted Launch; a managed image only from a
+    standard build VM."""
+    guide = read(os.path.join(TOP, "docs", "image-building.md"))
+    assert "--features SecurityType=TrustedLaunchSupported" in guide
+    assert "--security-type Standard" in guide
+    script = read(os.path.join(TOP, "examples", "az-cli", "build-image.sh"))
+    assert "--features SecurityType=TrustedLaunchSupported" in script
+    assert "az image create" not in script

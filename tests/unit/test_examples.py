@@ -101,8 +101,12 @@ def test_az_example_creates_vms_without_the_agent():
     creates = re.findall(r"az vm create([^\n]*)", body)
     assert len(creates) == 2
     assert "--enable-agent false" in creates[-1]
-    for step in ("az vm deallocate", "az vm generalize", "az image create"):
+    # Trusted Launch build VM -> a gallery definition that supports it (no managed image)
+    assert "--security-type TrustedLaunch" in creates[0] and "--boot-diagnostics-storage" in creates[0]
+    for step in ("az vm deallocate", "az vm generalize", "az sig image-definition create",
+                 "az sig image-version create"):
         assert step in body
+    assert "--features SecurityType=TrustedLaunchSupported" in body
     assert "generalize.sh" in body
 
 
@@ -129,3 +133,52 @@ def test_generalize_installs_exactly_the_network_examples():
     guide = read(os.path.join(TOP, "docs", "image-building.md"))
     for target, _ in docs:
         assert os.path.dirname(target) + "/" in guide or target in guide, target
+
+
+# ------------------------------------------------------- the template, parsed
+
+def unquote(value):
+    return value[1:-1] if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def test_packer_template_loads_and_captures_into_a_gallery_with_trusted_launch():
+    """The template as HCL (python-hcl2, a test dependency: .ci/requirements.txt):
+    the Packer version it needs, the current azure plugin, a Trusted Launch build VM
+    captured into a gallery image definition, every attribute one azure-arm has."""
+    import hcl2
+
+    with open(PACKER, encoding="utf-8") as handle:
+        doc = hcl2.load(handle)
+    packer = doc["packer"][0]
+    assert unquote(packer["required_version"]) == ">= 1.14.0"
+    azure = packer["required_plugins"][0]["azure"]
+    assert unquote(azure["source"]) == "github.com/hashicorp/azure"
+    assert unquote(azure["version"]).startswith(">= 2.")
+    (kind, sources), = doc["source"][0].items()
+    assert unquote(kind) == "azure-arm"
+    (name, src), = sources.items()
+    assert unquote(src["security_type"]) == "TrustedLaunch"
+    assert src["secure_boot_enabled"] is True and src["vtpm_enabled"] is True
+    dest = src["shared_image_gallery_destination"][0]
+    assert {k for k in dest if not k.startswith("__")} == {
+        "subscription", "resource_group", "gallery_name", "image_name", "image_version"}
+    assert "managed_image_name" not in src   # a Trusted Launch VM cannot become a managed image
+    # azure-arm attributes (plugin 2.x documentation), so that a typo is caught here
+    known = {"use_azure_cli_auth", "subscription_id", "location", "vm_size", "os_type", "image_publisher",
+             "image_offer", "image_sku", "security_type", "secure_boot_enabled", "vtpm_enabled",
+             "shared_image_gallery_destination", "managed_image_resource_group_name", "managed_image_name"}
+    assert {k for k in src if not k.startswith("__")} <= known
+    declared = {unquote(k) for v in doc["variable"] for k in v}
+    used = set(re.findall(r"var\.(\w+)", json_text(doc)))
+    assert used <= declared, used - declared
+    build = doc["build"][0]
+    assert [unquote(s) for s in build["sources"]] == ["source.azure-arm.%s" % unquote(name)]
+    shell = [p for p in build["provisioner"] if "shell" in p or '"shell"' in p][0]
+    shell = list(shell.values())[0]
+    assert shell["skip_clean"] is True
+
+
+def json_text(doc):
+    import json
+
+    return json.dumps(doc)
