@@ -36,7 +36,8 @@ Provisioning|ProvisioningFailed and Description) or any DOCTYPE -> 400 with an
 did, WALinuxAgent #2017); ``bump_incarnation_on_health`` bumps now;
 GoalStateIncarnation != current -> 410; ContainerId/InstanceId that was current
 earlier -> 410, one never served -> 400; else 200 with an empty body and the
-report is kept (``health_reports()``).
+report is kept (``health_reports()``; ``fields`` holds an encoded Description
+``result=error|reason=...|agent=...`` split into its keys, else None).
 
 Stdlib only, Python 3.9+.  Not part of the product.
 """
@@ -1258,7 +1259,23 @@ def parse_health(body):
                 raise ValueError("Description must contain text, not elements")
             description = el.text or ""
     return {"state": state, "incarnation": int(inc_text), "container_id": container_id,
-            "instance_id": instance_id, "substatus": substatus, "description": description}
+            "instance_id": instance_id, "substatus": substatus, "description": description,
+            "fields": encoded_fields(description)}
+
+
+def encoded_fields(description):
+    """A Description in the encoded report format cloud-init and azure-init
+    send (``result=error|reason=...|agent=...|vm_id=...|timestamp=...``) ->
+    {key: value}; None when it is absent or not in that format."""
+    if not description or not description.startswith("result="):
+        return None
+    fields = {}
+    for part in description.split("|"):
+        key, sep, value = part.partition("=")
+        if not sep or not key or key in fields:
+            return None
+        fields[key] = value
+    return fields
 
 
 # ------------------------------------------------------------------ CLI

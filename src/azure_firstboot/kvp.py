@@ -48,10 +48,12 @@ def _cut_utf8(text, limit):
     return data[:limit].decode("utf-8", "ignore")
 
 
-def encode_report(result, vm_id, timestamp, version, reason=None):
-    """The PROVISIONING_REPORT value (str, at most MAX_VALUE UTF-8 bytes);
-    ``result`` is "success" or "error".  A long reason is shortened; the other
-    fields are kept whole."""
+def encode_report(result, vm_id, timestamp, version, reason=None, limit=MAX_VALUE):
+    """The PROVISIONING_REPORT value (str, at most ``limit`` UTF-8 bytes, so
+    also at most ``limit`` characters); ``result`` is "success" or "error".
+    A long reason is shortened; the other fields are kept whole.  The same
+    text is the failure health report's Description (limit
+    protocol.DESCRIPTION_MAX), as cloud-init and azure-init send it."""
     head = "result=%s" % result
     tail = ["agent=azure-firstboot/%s" % _field(version), "vm_id=%s" % _field(vm_id or "unknown"),
             "timestamp=%s" % _field(timestamp)]
@@ -59,8 +61,8 @@ def encode_report(result, vm_id, timestamp, version, reason=None):
         tail.append("documentation_url=%s" % DOCUMENTATION_URL)
     fixed = "|".join([head] + tail)
     if reason is None or result == "success":
-        return _cut_utf8(fixed, MAX_VALUE)
-    room = MAX_VALUE - len(fixed.encode("utf-8")) - len("|reason=".encode("utf-8"))
+        return _cut_utf8(fixed, limit)
+    room = limit - len(fixed.encode("utf-8")) - len("|reason=".encode("utf-8"))
     text = " ".join(_field(reason).split())
     if len(text.encode("utf-8")) > room:
         text = _cut_utf8(text, max(0, room - 3)) + "..."

@@ -16,10 +16,48 @@ from azure_firstboot import __version__, log, protocol, system, transport
 from azure_firstboot.state import REQUIRED_BEFORE_READY, describe
 
 STEP = "report-ready"
-OK = (200, 201, 202)
 GOAL_STATE_TRIES = 6
-# every 4xx/5xx is retried; 400 and 410 go back to report() for a fresh goal state
-HEALTH_RETRY = transport.ERROR_STATUSES - frozenset((400, 410))
+
+# What a WireServer answer means (issue 18; docs/design.md "Retry rules"): the
+# policy is this data, report() and fetch_goal_state() only look it up.
+OK = frozenset((200, 201, 202))
+# the goal state is stale (410) or the report was refused (400; waagent reads
+# 400 InvalidContainerConfiguration so): fetch a fresh goal state, rebuild
+# the report and post it again, each round later than the one before
+REFETCH = frozenset((400, 410))
+# transient: the same request again (transport backoff, Retry-After, at least
+# transport.MIN_INTERVAL apart): what WALinuxAgent (403 429 500-504 507) or
+# azure-init (404 429 500 503) retry, and 408 Request Timeout
+RETRY = frozenset((403, 404, 408, 429, 500, 501, 502, 503, 504, 507))
+# every other 4xx/5xx (401, 405, 413, 505 ...) no agent retries: the report
+# ends at once with the answer as its reason, not after the deadline
+FAIL = transport.ERROR_STATUSES - REFETCH - RETRY
+# growing delay before refetch round n (1 s, 2 s, 4 s ... at most 60 s)
+REFETCH_FIRST = 1.0
+REFETCH_MAX = 60.0
+
+
+def answer_action(status):
+    """A WireServer status -> "ok", "refetch", "retry" or "fail" (pure)."""
+    if status in OK:
+        return "ok"
+    if status in REFETCH:
+        return "refetch"
+    if status in RETRY:
+        return "retry"
+    return "fail"
+
+
+def refetch_delay(rounds):
+    """Seconds to hold the WireServer before refetch round ``rounds`` (1, 2,
+    ...): doubling from REFETCH_FIRST up to REFETCH_MAX (pure)."""
+    return min(REFETCH_MAX, REFETCH_FIRST * 2 ** min(max(rounds - 1, 0), 16))
+
+
+def refused(what, status, reason, detail=None):
+    """The one-line reason for an answer in FAIL."""
+    return "the WireServer answered the %s with HTTP %d %s%s, which no agent retries" % (
+        what, status, reason, " (%s)" % detail if detail else "")
 
 
 def _headers():
@@ -28,10 +66,11 @@ def _headers():
 
 
 def fetch_goal_state(host, port, deadline):
-    """The current goal state with a RoleInstance.  Every 4xx/5xx is retried
-    by the transport until the deadline (backoff, Retry-After, jitter, at
-    least transport.MIN_INTERVAL apart); a document that is unusable or has
-    no RoleInstance is fetched again (spaced the same way), up to
+    """The current goal state with a RoleInstance.  An answer in RETRY or
+    REFETCH is asked again by the transport until the deadline (backoff,
+    Retry-After, jitter, at least transport.MIN_INTERVAL apart), one in FAIL
+    ends at once (ProtocolError); a document that is unusable or has no
+    RoleInstance is fetched again (spaced the same way), up to
     GOAL_STATE_TRIES times."""
     problem = None
     for attempt in range(1, GOAL_STATE_TRIES + 1):
@@ -41,12 +80,15 @@ def fetch_goal_state(host, port, deadline):
         try:
             response = transport.call(host, port, "GET", protocol.GOAL_STATE_PATH, "goal state",
                                       deadline, headers=_headers(),
-                                      retry_statuses=transport.ERROR_STATUSES)
+                                      retry_statuses=RETRY | REFETCH)
         except transport.DeadlineExceeded as exc:
             if problem is None or exc.last:
                 raise
             raise transport.DeadlineExceeded("goal state: %s; no time left to fetch it again" % problem,
                                              problem)
+        if response.status in FAIL:
+            raise protocol.ProtocolError(refused("goal state request", response.status, response.reason,
+                                                 protocol.parse_error_body(response.body)))
         if response.status != 200:
             problem = "HTTP %d %s" % (response.status, response.reason)
             continue
@@ -64,16 +106,17 @@ def fetch_goal_state(host, port, deadline):
 
 def report(host, port, deadline, failure, before_post=None):
     """Post the health report until the WireServer accepts it; returns the
-    goal state it was built from.
+    goal state it was built from.  ``failure`` is the Description of a
+    failure report (None: Ready).
 
-    Every 4xx/5xx answer is retried until the deadline.  400 (WALinuxAgent
-    reads 400 InvalidContainerConfiguration as a stale goal state) and 410
-    Gone (the goal state changed under us) fetch a fresh goal state and post
-    a report rebuilt from it; the transport keeps these rounds at least
-    transport.MIN_INTERVAL apart per request, and when the deadline ends
-    them the error names the last answer."""
+    What each answer does is the data above: OK ends, RETRY is retried by
+    the transport until the deadline, REFETCH fetches a fresh goal state and
+    posts a report rebuilt from it (round n held back refetch_delay(n)), FAIL
+    ends at once (ProtocolError naming the answer).  When the deadline ends
+    the rounds the error names the last answer."""
     began = time.monotonic()
     rounds = 0
+    refetches = 0
     last = None
     while True:
         try:
@@ -84,7 +127,7 @@ def report(host, port, deadline, failure, before_post=None):
             response = transport.call(
                 host, port, "POST", protocol.HEALTH_PATH, "health report", deadline,
                 headers=_headers() + [("Content-Type", "text/xml;charset=utf-8")], body=body,
-                retry_statuses=HEALTH_RETRY)
+                retry_statuses=RETRY)
         except transport.DeadlineExceeded as exc:
             if last is None or exc.last:
                 raise
@@ -92,15 +135,20 @@ def report(host, port, deadline, failure, before_post=None):
             raise transport.DeadlineExceeded("health report: gave up after %d reports in %.0f s; last answer %s" % (
                 rounds, time.monotonic() - began, last), last)
         rounds += 1
-        if response.status in OK:
+        action = answer_action(response.status)
+        if action == "ok":
             return goal_state
         detail = protocol.parse_error_body(response.body)
         last = "HTTP %d %s%s" % (response.status, response.reason, " (%s)" % detail if detail else "")
-        if response.status in (400, 410):
-            log.info("health report for incarnation %s %s: %s; fetching a fresh goal state" % (
-                goal_state.incarnation, "is stale" if response.status == 410 else "refused", last))
+        if action == "refetch":
+            refetches += 1
+            delay = refetch_delay(refetches)
+            log.info("health report for incarnation %s %s: %s; fetching a fresh goal state in %.0f s" % (
+                goal_state.incarnation, "is stale" if response.status == 410 else "refused", last, delay))
+            transport.hold(host, port, delay)
             continue
-        raise protocol.ProtocolError("WireServer refused the health report: %s" % last)
+        # "fail" (a RETRY answer comes back only from the transport's last try: DeadlineExceeded)
+        raise protocol.ProtocolError(refused("health report", response.status, response.reason, detail))
 
 
 def unit_name(step):
@@ -150,12 +198,21 @@ def _finish(state, result, **details):
         return False
 
 
-def _kvp_report(ctx, failure):
-    """The PROVISIONING_REPORT record in the Hyper-V KVP pool (if there is one)."""
+def encoded_report(ctx, failure, limit=None):
+    """The encoded report ``result=...|reason=...|agent=...|vm_id=...|
+    timestamp=...`` (kvp.encode_report): the KVP record's value and, cut to
+    ``limit`` characters, a failure health report's Description."""
     from azure_firstboot import kvp, state
 
-    value = kvp.encode_report("error" if failure else "success", ctx.state.vm_id,
-                              state.now_iso(), __version__, failure)
+    return kvp.encode_report("error" if failure else "success", ctx.state.vm_id,
+                             state.now_iso(), __version__, failure, limit or kvp.MAX_VALUE)
+
+
+def _kvp_report(ctx, failure):
+    """The PROVISIONING_REPORT record in the Hyper-V KVP pool (if there is one)."""
+    from azure_firstboot import kvp
+
+    value = encoded_report(ctx, failure)
     problem = kvp.write_report(ctx.paths, value)
     if problem:
         log.warning("KVP report not written: %s" % problem)
@@ -178,7 +235,8 @@ def run(ctx):
     if failure is not None:
         _kvp_report(ctx, failure)  # at once: the host shows it even if the WireServer is unreachable
     try:
-        goal_state = report(host, port, deadline, failure, lambda: _kvp_report(ctx, failure))
+        description = None if failure is None else encoded_report(ctx, failure, protocol.DESCRIPTION_MAX)
+        goal_state = report(host, port, deadline, description, lambda: _kvp_report(ctx, failure))
     except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
         reason = "could not report %s: %s" % (what, exc)
         _kvp_report(ctx, failure or reason)

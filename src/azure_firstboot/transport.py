@@ -307,6 +307,8 @@ def retry_after(headers):
 # (host, port) -> monotonic start of the last request, for every endpoint
 # that has failed once in this process: from then on its requests are spaced
 _spaced = {}
+# (host, port) -> monotonic time before which no request to it starts (hold())
+_held = {}
 
 
 def _plural(n, word):
@@ -373,6 +375,8 @@ def call(host, port, method, path, what, deadline, headers=(), body=b"",
     while True:
         if key in _spaced:
             wait = max(wait, _spaced[key] + min_interval - time.monotonic())
+        if key in _held:
+            wait = max(wait, _held[key] - time.monotonic())
         if wait > 0:
             if wait >= deadline.remaining():
                 raise give_up()
@@ -409,6 +413,14 @@ def call(host, port, method, path, what, deadline, headers=(), body=b"",
         if wait is None:
             wait = delay * (0.5 + 0.5 * _jitter())
             delay = min(delay * 2, max_delay)
+
+
+def hold(host, port, seconds):
+    """No request to host:port starts in the next ``seconds`` (a caller's
+    backoff between rounds of requests, e.g. report-ready's growing delay
+    between re-posts of a refused report); a call whose deadline ends
+    before then raises DeadlineExceeded at once instead of waiting."""
+    _held[(host, port)] = time.monotonic() + seconds
 
 
 def note_failure(host, port):

@@ -39,6 +39,22 @@ def test_long_reason_is_cut_to_1022_bytes_keeping_the_other_fields(reason):
                           "documentation_url=https://aka.ms/linuxprovisioningerror"]
 
 
+@pytest.mark.parametrize("reason", ["x" * 5000, "\u00e9" * 2000, "\U0001f600" * 700, "short"])
+def test_description_limit_512_keeps_the_fields_and_the_escaped_xml_bounded(reason):
+    """The failure health report's Description: the same encoder, cut to 512 characters."""
+    from azure_firstboot import protocol
+
+    value = kvp.encode_report("error", VM, TS, "0.1.0", reason, protocol.DESCRIPTION_MAX)
+    assert len(value) <= len(value.encode("utf-8")) <= protocol.DESCRIPTION_MAX
+    fields = value.split("|")
+    assert fields[0] == "result=error" and fields[1].startswith("reason=")
+    assert fields[1].endswith("...") == (reason != "short")
+    assert fields[2:] == ["agent=azure-firstboot/0.1.0", "vm_id=" + VM, "timestamp=" + TS,
+                          "documentation_url=https://aka.ms/linuxprovisioningerror"]
+    doc = protocol.health_document(protocol.GoalState("1", "c", "i"), value)
+    assert value.encode("utf-8") in doc  # nothing in it needs escaping or is cut again
+
+
 def test_record_layout_bytes():
     rec = kvp.encode_record("PROVISIONING_REPORT", "result=success")
     assert len(rec) == 2560

@@ -185,3 +185,27 @@ def test_split_endpoint(text, expected):
 def test_split_endpoint_rejects(text):
     with pytest.raises(ValueError):
         p.split_endpoint(text)
+
+
+# ----------------------------------------- report-ready's retry rules (issue 18)
+
+def test_retry_rules_are_data_covering_every_error_status():
+    from azure_firstboot import report_ready as rr, transport
+
+    assert rr.OK | rr.REFETCH | rr.RETRY | rr.FAIL >= transport.ERROR_STATUSES
+    assert not (rr.REFETCH & rr.RETRY) and not ((rr.REFETCH | rr.RETRY) & rr.FAIL)
+    actions = {s: rr.answer_action(s) for s in (200, 201, 202, 204, 301, 400, 401, 403, 404, 405,
+                                                 408, 410, 413, 429, 500, 501, 502, 503, 504, 505, 507)}
+    assert actions == {200: "ok", 201: "ok", 202: "ok", 204: "fail", 301: "fail", 400: "refetch",
+                       401: "fail", 403: "retry", 404: "retry", 405: "fail", 408: "retry",
+                       410: "refetch", 413: "fail", 429: "retry", 500: "retry", 501: "retry",
+                       502: "retry", 503: "retry", 504: "retry", 505: "fail", 507: "retry"}
+
+
+def test_refetch_delay_grows_and_is_capped():
+    from azure_firstboot import report_ready as rr
+
+    delays = [rr.refetch_delay(n) for n in range(1, 12)]
+    assert delays[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert all(b >= a for a, b in zip(delays, delays[1:])) and max(delays) == rr.REFETCH_MAX
+    assert rr.refetch_delay(10 ** 6) == rr.REFETCH_MAX and rr.refetch_delay(0) == rr.REFETCH_FIRST

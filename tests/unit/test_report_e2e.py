@@ -61,7 +61,7 @@ def test_bad_config_still_reports_provisioning_failed(tmp_path, fab):
     reports = fab.health_reports()  # the valid [wireserver] endpoint line was used
     assert len(reports) == 1 and reports[0]["state"] == "NotReady"
     assert reports[0]["substatus"] == "ProvisioningFailed"
-    assert reports[0]["description"].startswith("configuration: %s:10: unknown key 'timout'" % m.config)
+    assert reports[0]["fields"]["reason"].startswith("configuration: %s:10: unknown key 'timout'" % m.config)
     assert not os.path.exists(m.path("var/lib/azure-firstboot/provisioned"))
     status = m.agent("status")
     assert status.returncode == 1 and "status:       failed: reported ProvisioningFailed: configuration" \
@@ -76,7 +76,7 @@ def test_undecodable_line_reports_and_the_other_lines_count(tmp_path, fab):
     assert rr.returncode == 1 and "Traceback" not in rr.stderr
     reports = fab.health_reports()  # the emulator's endpoint (line 2) was used
     assert len(reports) == 1 and reports[0]["substatus"] == "ProvisioningFailed"
-    assert reports[0]["description"] == "configuration: %s:10: not UTF-8 text" % m.config
+    assert reports[0]["fields"]["reason"] == "configuration: %s:10: not UTF-8 text" % m.config
 
 
 def test_explicit_missing_config_is_exit_2_default_missing_is_defaults(tmp_path, fab):

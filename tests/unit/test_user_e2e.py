@@ -190,7 +190,7 @@ def assert_failed(m, fab, procs, fragment, user=None):
     assert rr.returncode == 1 and "reported ProvisioningFailed" in rr.stderr
     reports = fab.health_reports()
     assert [r["substatus"] for r in reports] == ["ProvisioningFailed"]
-    assert reports[0]["description"].startswith("user: ") and fragment in reports[0]["description"]
+    assert reports[0]["fields"]["reason"].startswith("user: ") and fragment in reports[0]["description"]
     assert not os.path.exists(m.path("var/lib/azure-firstboot/provisioned"))
     assert m.read("etc/passwd").startswith(PASSWD)
     if user is not None:

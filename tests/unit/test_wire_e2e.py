@@ -1,9 +1,13 @@
-"""Issue 8 (network side) and issue 11 items 4-5 with the real CLI over
-loopback against the emulator: request storms are bounded by the deadline and
-the per-endpoint minimum interval, every 4xx/5xx on the goal state and the
-health POST is retried, 400/410 fetch the goal state again, and each input
-that used to end in a traceback now gives one clear line and a recorded
-failure."""
+"""Issue 8 (network side), issue 11 items 4-5 and issue 18 item 5 with the
+real CLI over loopback against the emulator: request storms are bounded by
+the deadline and the per-endpoint minimum interval, transient 4xx/5xx on the
+goal state and the health POST are retried, 400/410 fetch the goal state
+again with a growing delay, statuses no agent retries (401, 405...) end the
+report at once, the failure Description is the encoded report, and each
+input that used to end in a traceback now gives one clear line and a
+recorded failure."""
+
+import time
 
 import os
 
@@ -111,6 +115,63 @@ def test_400_invalid_container_configuration_refetches_the_goal_state(tmp_path):
         assert len(ready) == 1 and ready[0]["container_id"] == ids["container_id"] != first["container_id"]
         assert str(ready[0]["incarnation"]) == "2"
         assert "InvalidContainerConfiguration" in rr.stdout
+
+
+# ------------------------------------------------ retry rules (issue 18 item 5)
+
+@pytest.mark.parametrize("key, status", [
+    ("health_forever", 401), ("health_forever", 405), ("goalstate_forever", 401),
+    ("goalstate_forever", 405), ("health_forever", 413)])
+def test_status_no_agent_retries_ends_the_report_at_once(tmp_path, key, status):
+    """401 and 405 were retried for the whole deadline (20 minutes on Azure)."""
+    with Fabric({key: status}).start() as fab:
+        m = Machine(tmp_path, fab, provisioning__deadline="60")
+        began = time.monotonic()
+        rr = report_ready(m)
+        assert time.monotonic() - began < 10
+        what = "health report" if key == "health_forever" else "goal state request"
+        assert_one_clean_error_line(rr, "the WireServer answered the %s with HTTP %d" % (what, status))
+        assert "which no agent retries" in rr.stderr
+        posts = health_posts(fab)
+        assert len(posts) == (1 if key == "health_forever" else 0)
+        assert len(goal_state_requests(fab)) == 1
+        assert "result=failed" in result(m) and "HTTP %d" % status in result(m)
+        assert not os.path.exists(m.path(STATE + "/provisioned"))
+
+
+def test_permanent_400_is_reposted_with_growing_delay_within_the_deadline(tmp_path):
+    """A permanent 400 drew a fresh goal state and a re-post about once a second."""
+    deadline = 12
+    with Fabric({"health_forever": 400}).start() as fab:
+        m = Machine(tmp_path, fab, provisioning__deadline=str(deadline))
+        began = time.monotonic()
+        rr = report_ready(m)
+        took = time.monotonic() - began
+        assert_one_clean_error_line(rr, "last answer HTTP 400")
+        times = [p["t"] for p in health_posts(fab)]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert 3 <= len(times) <= 5, times
+        assert all(b > a + 0.5 for a, b in zip(gaps, gaps[1:])), gaps  # each wait longer
+        assert took < deadline + 2  # the round that no longer fits is not waited for
+        assert "fetching a fresh goal state in 2 s" in rr.stdout
+        assert "result=failed" in result(m)
+
+
+def test_failure_description_is_the_encoded_report(tmp_path):
+    """As cloud-init and azure-init send it: result=error|reason=...|agent=...|vm_id=...|timestamp=...,
+    at most 512 characters (the cut: test_kvp.py)."""
+    with Fabric({"computer_name": "a_b"}).start() as fab:
+        m = Machine(tmp_path, fab)
+        rr = m.boot()[2]
+        assert rr.returncode == 1
+        reports = fab.health_reports()
+        assert len(reports) == 1 and reports[0]["substatus"] == "ProvisioningFailed"
+        description, fields = reports[0]["description"], reports[0]["fields"]
+        assert len(description) <= 512 and description.startswith("result=error|reason=hostname: ")
+        assert list(fields) == ["result", "reason", "agent", "vm_id", "timestamp", "documentation_url"]
+        assert fields["reason"].startswith("hostname: ") and len(fields["vm_id"]) == 36
+        assert fields["agent"].startswith("azure-firstboot/")
+        assert fields["documentation_url"] == "https://aka.ms/linuxprovisioningerror"
 
 
 def test_interim_100_continue_is_not_the_answer(tmp_path):

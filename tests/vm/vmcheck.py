@@ -802,7 +802,7 @@ def su2_hostile_user(ctx, res):
     res.check(len(failed) == 1, "expected one accepted ProvisioningFailed, got %d" % len(failed))
     if failed:
         d = failed[-1]["report"].get("description") or ""
-        res.check(d.startswith("user: ") and "portable user name" in d, "reason: %r" % d)
+        res.check("|reason=user: " in d and "portable user name" in d, "reason: %r" % d)
         res.note("reason: %s" % d[:120])
     res.check(not accepted_ready(boot.records), "Ready reported for a hostile user name")
     rep = boot.report
