@@ -8,6 +8,7 @@ value (shown with repr(), cut, so nothing in it reaches a terminal raw).
 """
 
 from azure_firstboot import protocol
+from azure_firstboot.log import printable
 
 USERNAME_MAX = 64   # ARM's limit for a Linux adminUsername
 GROUP_MAX = 32
@@ -167,7 +168,10 @@ def parse_key(text):
     size = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
     if size < 1 or blob[4:4 + size] != kind.encode("ascii") or len(blob) <= 4 + size:
         raise ValueError("SSH key %s: the key data is not a %s key" % (shown(line), kind))
-    comment = " ".join(parts[2].split()) if len(parts) > 2 else ""
+    # The comment goes to a file sshd reads and people look at: one line,
+    # every character that is not printable (C1 controls, bidi overrides and
+    # isolates, other format characters) shown as an escape (log.printable).
+    comment = printable(" ".join(parts[2].split())) if len(parts) > 2 else ""
     return " ".join(p for p in (kind, data, comment) if p)
 
 
@@ -208,37 +212,57 @@ def key_path_problem(path, username, home):
 
 
 def merge_keys(existing, keys):
-    """authorized_keys text + normalized key lines -> (new text, number added).
-    Existing lines are kept as they are; a key already present (same type and
-    data, whatever its options or comment) is not added again."""
+    """authorized_keys content (bytes) + normalized key lines -> (new
+    content as bytes, number added).  Works on bytes: every existing byte is
+    kept as it is (lines that are not UTF-8, CR, options, comments); a key
+    already present on a line sshd reads (same type and data, whatever its
+    options or comment; not in a ``#`` comment line) is not added again.  Lines are what sshd reads as lines: split on
+    ``\n`` only."""
+    if isinstance(existing, str):
+        existing = existing.encode("utf-8")
     have = set()
-    for line in existing.splitlines():
-        blob = key_blob(line)
-        if blob:
-            have.add(blob)
-    text = existing
+    for line in existing.split(b"\n"):
+        words = [w for w in line.replace(b"\t", b" ").split(b" ") if w]  # sshd's separators
+        if words and words[0].startswith(b"#"):
+            continue  # a comment: sshd does not read the key in it
+        for i, word in enumerate(words[:-1]):
+            if word.decode("latin-1") in KEY_TYPES:
+                have.add(word.decode("latin-1") + " " + words[i + 1].decode("latin-1"))
+                break
+    out = [existing]
+    if existing and not existing.endswith(b"\n"):
+        out.append(b"\n")
     added = 0
     for key in keys:
         blob = key_blob(key)
         if blob in have:
             continue
-        if text and not text.endswith("\n"):
-            text += "\n"
-        text += key + "\n"
+        out.append(key.encode("utf-8") + b"\n")
         have.add(blob)
         added += 1
-    return text, added
+    if not added:
+        return existing, 0
+    return b"".join(out), added
 
 
 # ------------------------------------------------------- system databases
 
+def id_number(text):
+    """A UID or GID from an account database: 1..10 ASCII digits (the one
+    strict parser, protocol.wire_number), else None."""
+    return protocol.wire_number(text, 10)
+
+
 def passwd_entries(text):
-    """/etc/passwd text -> {name: (uid, gid, home, shell)}."""
+    """/etc/passwd text -> {name: (uid, gid, home, shell)}; a line whose UID
+    or GID is not plain ASCII digits is skipped."""
     entries = {}
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 7 and fields[2].isdigit() and fields[3].isdigit():
-            entries.setdefault(fields[0], (int(fields[2]), int(fields[3]), fields[5], fields[6]))
+        if len(fields) >= 7:
+            uid, gid = id_number(fields[2]), id_number(fields[3])
+            if uid is not None and gid is not None:
+                entries.setdefault(fields[0], (uid, gid, fields[5], fields[6]))
     return entries
 
 
@@ -251,8 +275,9 @@ def uid_range(login_defs):
     values = {"UID_MIN": DEFAULT_UID_MIN, "UID_MAX": DEFAULT_UID_MAX}
     for line in (login_defs or "").splitlines():
         words = line.split()
-        if len(words) >= 2 and words[0] in values and words[1].isdigit():
-            values[words[0]] = int(words[1])
+        number = id_number(words[1]) if len(words) >= 2 and words[0] in values else None
+        if number is not None:
+            values[words[0]] = number
     return values["UID_MIN"], values["UID_MAX"]
 
 

@@ -61,10 +61,13 @@ def assess(ctx):
 
 def _alive(pid):
     """Is process ``pid`` (from a start record) still running?  Unknown = yes."""
-    if not pid or not pid.isdigit() or not 0 < int(pid) < 1 << 22:
+    from azure_firstboot.protocol import wire_number
+
+    number = wire_number(pid or "", 7)
+    if number is None or not 0 < number < 1 << 22:
         return True
     try:
-        os.kill(int(pid), 0)
+        os.kill(number, 0)
     except ProcessLookupError:
         return False
     except OSError:
@@ -234,8 +237,8 @@ def build_user(paths, skip):
     low, high = accounts.uid_range(st.read_text(paths("/etc/login.defs")))
     for line in (st.read_text(paths("/etc/passwd"), 16 << 20) or "").splitlines():
         fields = line.split(":")
-        if len(fields) >= 7 and fields[0] == name and fields[2].isdigit():
-            if low <= int(fields[2]) <= high:
+        if len(fields) >= 7 and fields[0] == name and accounts.id_number(fields[2]) is not None:
+            if low <= accounts.id_number(fields[2]) <= high:
                 return [(name, fields[5])], None
             return [], "SUDO_USER %s is not an ordinary account (UID %s outside %d..%d): kept" % (
                 accounts.shown(name), fields[2], low, high)

@@ -17,7 +17,7 @@ broken configuration.
 
 import errno
 
-from azure_firstboot.protocol import split_endpoint
+from azure_firstboot.protocol import split_endpoint, wire_number
 
 DEFAULT_PATH = "/etc/azure-firstboot/azure-firstboot.conf"
 MAX_SIZE = 65536
@@ -60,7 +60,7 @@ def _endpoint(text):
     if "://" in text or "/" in text:
         raise ValueError("expected host[:port] without a scheme or path (no http://)")
     host, sep, port = text.rpartition(":")
-    if sep and not (port and set(port) <= _DIGITS and len(port) <= 5 and 0 < int(port) < 65536):
+    if sep and not 0 < (wire_number(port, 5) or 0) < 65536:
         raise ValueError("port must be a number from 1 to 65535")
     try:
         split_endpoint(text)

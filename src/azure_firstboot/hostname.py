@@ -72,7 +72,7 @@ def run(ctx):
     try:
         how = system.set_hostname(ctx.paths, name)
     except OSError as exc:
-        return _fail(state, "cannot set host name %s: %s" % (name, exc))
+        return _fail(state, "cannot set host name %s: %s" % (name, st.describe(exc)))
     if ctx.config[("hostname", "publish")]:
         # Exclusive while the address may be gone: the user step's requests
         # (in parallel with this one) wait instead of failing, and the restart

@@ -14,7 +14,11 @@ drops what is longer).  The record is updated in place (one record per key,
 never appended twice) under both lock kinds in use: ``flock`` (cloud-init,
 azure-init) and ``fcntl`` record locks (hv_kvp_daemon).  A pool file older
 than this boot is stale (images ship old ones) and is emptied first.
-Nothing happens when /var/lib/hyperv does not exist.
+Nothing happens when /var/lib/hyperv does not exist.  The pool is a file of
+ours (state.open_own): a symbolic link, device node, FIFO, directory or a
+file with other hard links in its place is refused, never written through,
+and a pool of more than MAX_RECORDS records is not read; each is a warning
+(KVP is never a reason to fail).
 
 Pure functions (encode_report, encode_record, upsert) are tested on bytes;
 write_report is the small imperative shell.
@@ -30,6 +34,7 @@ RECORD_SIZE = KEY_SIZE + VALUE_SIZE
 MAX_KEY = 254      # bytes the host keeps of a key
 MAX_VALUE = 1022   # bytes the host keeps of a value
 MAX_RECORDS = 1024
+POOL_LIMIT = MAX_RECORDS * RECORD_SIZE + RECORD_SIZE - 1  # a trailing partial record is dropped
 REPORT_KEY = "PROVISIONING_REPORT"
 DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
 LOCK_WAIT = 2.0
@@ -122,19 +127,20 @@ def upsert(data, key, value):
 def boot_time(paths):
     """When this boot began (epoch seconds), from /proc/stat btime, else
     /proc/uptime; None when neither can be read."""
+    from azure_firstboot.protocol import wire_number
     from azure_firstboot.state import read_text
 
     text = read_text(paths("/proc/stat"), 1 << 20) or ""
     for line in text.splitlines():
         if line.startswith("btime "):
-            field = line[6:].strip()
-            if field and len(field) < 20 and set(field) <= set("0123456789"):
-                return int(field)
+            seconds = wire_number(line[6:].strip(), 19)
+            if seconds is not None:
+                return seconds
     text = read_text(paths("/proc/uptime"), 256)
     if text:
         first = text.split()[0] if text.split() else ""
         whole, _, frac = first.partition(".")
-        if whole and set(whole + frac) <= set("0123456789"):
+        if wire_number(whole, 19) is not None and (not frac or wire_number(frac, 9) is not None):
             import time
 
             return time.time() - float(first)
@@ -167,11 +173,13 @@ def write_report(paths, value, key=REPORT_KEY):
     """Set the ``key`` record of the pool under ``paths``.  Returns None when
     written, "" when there is no pool directory (nothing to do), else a
     one-line reason (lock busy, cannot write)."""
+    from azure_firstboot import state
+
     if not os.path.isdir(paths(POOL_DIR)):
         return ""
-    path = paths(POOL)
+    path = paths.own(POOL)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = state.open_own(path, write=True, create=0o644)
     except OSError as exc:
         return "cannot open %s: %s" % (path, exc.strerror or exc)
     try:
@@ -182,12 +190,17 @@ def write_report(paths, value, key=REPORT_KEY):
             if started is not None and os.fstat(fd).st_mtime < started:
                 os.ftruncate(fd, 0)  # left over from an earlier boot (or the image)
             size = os.fstat(fd).st_size
-            data = b""
-            while len(data) < size:
-                chunk = os.pread(fd, size - len(data), len(data))
+            if size > POOL_LIMIT:
+                return "%s holds more than %d records (%d bytes); not touched" % (
+                    path, MAX_RECORDS, size)
+            chunks, done = [], 0
+            while done < size:
+                chunk = os.pread(fd, min(state.READ_CHUNK, size - done), done)
                 if not chunk:
                     break
-                data += chunk
+                chunks.append(chunk)
+                done += len(chunk)
+            data = b"".join(chunks)
             new = upsert(data, key, value)
             if new is None:
                 return "%s is full (%d records)" % (path, MAX_RECORDS)

@@ -20,9 +20,17 @@ DIR were ``/`` (an absolute symlink inside the tree points into the tree,
 ``..`` stops at DIR), so no symlink or ``..`` in the tree leads outside it.
 On the running host (root ``/``) paths are used as they are.  Paths are
 resolved when they are asked for: the boundary holds against what the tree
-contains, not against another process rewriting the tree at the same time
-(the last component is still never followed when written: write_atomic
-renames over it).
+contains, not against another process rewriting the tree at the same time.
+
+The agent's own files (records, the KVP pool, authorized_keys, the sudoers
+rule, the sshd drop-in, /etc/hostname, /etc/hosts, dhclient.conf) follow one
+rule, kept here (``open_own``, ``read_bytes(own=True)``, ``write_atomic``):
+each is a regular file or absent; the last component is never followed
+(``Paths.own`` resolves only the directories above it, then O_NOFOLLOW); a
+file with more than one hard link is not read (its content would be copied
+into a file of ours); reads are bounded; a FIFO, device, socket, directory or
+symbolic link in its place is refused with an error that names the real path
+and is never opened for writing; no temporary file survives a failure.
 """
 
 import errno
@@ -60,14 +68,19 @@ class Paths(object):
         self.is_host = root in ("", "/")
         self.root = "/" if self.is_host else os.path.realpath(root)
 
-    def __call__(self, path):
+    def __call__(self, path, final=True):
         """An absolute path as seen on the target system -> the real path.
         Under a root, symlinks are followed as a chroot would (absolute
         targets start again at the root, ``..`` never climbs above it); the
         result names no symlink in any existing component and lies inside the
-        root.  Raises OSError (ELOOP) on a symlink loop."""
+        root.  Raises OSError (ELOOP) on a symlink loop.  With ``final``
+        False the last component is kept as it is (see ``own``)."""
         if self.is_host:
             return path
+        if not final:
+            head, _, tail = path.rstrip("/").rpartition("/")
+            if tail not in ("", ".", ".."):
+                return os.path.join(self(head or "/"), tail)
         todo = [part for part in reversed(path.split("/")) if part not in ("", ".")]
         done = []
         hops = 0
@@ -96,29 +109,101 @@ class Paths(object):
             done.append(part)
         return os.path.join(self.root, *done) if done else os.path.join(self.root, "")
 
+    def own(self, path):
+        """The real path of a file of ours: the directories above it are
+        resolved inside the root, the file itself is not (a symbolic link
+        there is refused by open_own and write_atomic, never followed)."""
+        return self(path, final=False)
+
     def state(self, name):
-        return self(STATE_DIR + "/" + name)
+        return self.own(STATE_DIR + "/" + name)
 
     def run(self, name):
-        return self(RUN_DIR + "/" + name)
+        return self.own(RUN_DIR + "/" + name)
 
 
-def read_bytes(path, limit=RECORD_LIMIT):
+_OPEN = os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _not_ours(info, path, links=True):
+    """The reason an existing file (lstat ``info``) is not one of ours to
+    read or replace, as an OSError naming ``path``; None when it is."""
+    if stat.S_ISLNK(info.st_mode):
+        return _problem(errno.ELOOP, "it is a symbolic link (not followed)", path)
+    if stat.S_ISDIR(info.st_mode):
+        return _problem(errno.EISDIR, "it is a directory, not a regular file", path)
+    if not stat.S_ISREG(info.st_mode):
+        return _problem(errno.EINVAL, "not a regular file", path)
+    if links and info.st_nlink != 1:
+        return _problem(errno.EMLINK, "it has %d hard links (not used)" % info.st_nlink, path)
+    return None
+
+
+def open_own(path, write=False, create=None, dir_fd=None, shown=None):
+    """Open a file of ours: the one rule for every file the agent reads as
+    its own or changes in place.  It must be a regular file with one link;
+    a symbolic link in its place is never followed (O_NOFOLLOW), a FIFO,
+    device, socket or directory is never opened (checked with lstat before,
+    and fstat after, the open).  ``write`` opens it read-write; ``create``
+    (a mode) creates a missing file.  Returns the descriptor, or None when
+    the file does not exist and ``create`` is None.  OSError naming
+    ``shown`` (default ``path``) otherwise."""
+    shown = shown or path
+    try:
+        info = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+        if create is None:
+            return None
+    if info is not None:
+        problem = _not_ours(info, shown)
+        if problem:
+            raise problem
+    flags = _OPEN | os.O_NOFOLLOW | (os.O_RDWR if write else os.O_RDONLY)
+    if create is not None:
+        flags |= os.O_CREAT
+    try:
+        fd = os.open(path, flags, create or 0o600, dir_fd=dir_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        if create is None:
+            return None
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # replaced by a link since the lstat
+            raise _problem(errno.ELOOP, "it is a symbolic link (not followed)", shown)
+        raise _problem(exc.errno or errno.EIO, exc.strerror or str(exc), shown)
+    try:
+        problem = _not_ours(os.fstat(fd), shown)
+        if problem:
+            raise problem
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_bytes(path, limit=RECORD_LIMIT, own=False):
     """The content of the regular file ``path``, or None when it does not
     exist.  Raises OSError with a clear reason when it exists but is not a
     regular file (a FIFO or device is never opened for reading, so this never
     blocks), cannot be read, or is larger than ``limit`` bytes (never
-    silently truncated)."""
-    try:
-        info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if not stat.S_ISREG(info.st_mode):
-        raise _problem(errno.EINVAL, "not a regular file", path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    silently truncated).  ``own``: a file of ours (open_own: a symbolic link
+    or a file with other hard links is refused)."""
+    if own:
+        fd = open_own(path)
+        if fd is None:
+            return None
+    else:
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            raise _problem(errno.EINVAL, "not a regular file", path)
+        try:
+            fd = os.open(path, os.O_RDONLY | _OPEN)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
             raise _problem(errno.EINVAL, "not a regular file", path)
@@ -157,9 +242,9 @@ def _size(limit):
     return "%d bytes" % limit
 
 
-def read_text(path, limit=RECORD_LIMIT):
+def read_text(path, limit=RECORD_LIMIT, own=False):
     """Like read_bytes, decoded as UTF-8 (undecodable bytes become U+FFFD)."""
-    data = read_bytes(path, limit)
+    data = read_bytes(path, limit, own)
     return None if data is None else data.decode("utf-8", "replace")
 
 
@@ -204,29 +289,51 @@ def describe(exc):
     return "%s (%s)" % (text, exc.filename) if getattr(exc, "filename", None) else text
 
 
-def write_atomic(path, data, mode=0o644, durable=True):
-    """Replace ``path`` with ``data`` (bytes or str) in one rename.  Keeps the
-    mode of an existing file; creates missing parent directories.  On any
-    failure the old file is untouched and no temporary file is left.
-    ``durable=False`` skips the fsyncs (for records that may vanish on a
-    power loss)."""
+def write_atomic(path, data, mode=0o644, durable=True, keep_mode=True, owner=None,
+                 check=None, dir_fd=None, shown=None, replace=False):
+    """Replace the file of ours ``path`` with ``data`` (bytes or str) in one
+    rename.  What is in its place must be a regular file or nothing: a
+    symbolic link, directory, FIFO, device or socket there is refused
+    (OSError naming the path, never the temporary file) and left as it is.
+    Keeps the mode of an existing file unless ``keep_mode`` is False;
+    ``owner`` (uid, gid) is set on the new file; ``check(temporary name)``
+    may refuse the content before the rename by raising.  Missing parent
+    directories are created (not with ``dir_fd``: then ``path`` is a name
+    in that directory).  On any failure the old file is untouched and no
+    temporary file is left.  ``durable=False`` skips the fsyncs (for
+    records that may vanish on a power loss).  ``replace``: in a directory
+    of the agent's own (its state and run directories) a symbolic link,
+    FIFO, device or socket in the way is replaced by the rename (never
+    opened, never followed); a directory still is not."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
+    shown = shown or path
+    if dir_fd is None:
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    else:
+        tmp = ".%s.%d.tmp" % (path, os.getpid())
     try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        pass
-    tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+        info = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    if info is not None:
+        problem = _not_ours(info, shown, links=False)  # a rename never writes through a link
+        if problem and not (replace and not stat.S_ISDIR(info.st_mode)):
+            raise _problem(problem.errno, problem.strerror + "; not replaced", shown)
+        if keep_mode and not problem:
+            mode = info.st_mode & 0o7777
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(tmp, flags, mode)
+        fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
     except FileExistsError:  # left by a process of an earlier boot with our pid
-        os.unlink(tmp)
-        fd = os.open(tmp, flags, mode)
+        os.unlink(tmp, dir_fd=dir_fd)
+        fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
     try:
         try:
+            if owner is not None:
+                os.fchown(fd, owner[0], owner[1])
             os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
@@ -236,17 +343,22 @@ def write_atomic(path, data, mode=0o644, durable=True):
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
+        if check is not None:
+            check(tmp)
+        try:
+            os.rename(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:  # name the file, not the temporary one
+            raise _problem(exc.errno or errno.EIO, exc.strerror or str(exc), shown)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
         raise
     if not durable:
         return
     try:
-        dfd = os.open(directory, os.O_RDONLY)
+        dfd = os.open(directory, os.O_RDONLY) if dir_fd is None else dir_fd
     except OSError:
         return
     try:
@@ -254,7 +366,8 @@ def write_atomic(path, data, mode=0o644, durable=True):
     except OSError:
         pass
     finally:
-        os.close(dfd)
+        if dfd != dir_fd:
+            os.close(dfd)
 
 
 def parse_record(text):
@@ -271,12 +384,14 @@ def parse_record(text):
 def clean_value(value):
     """Any value -> one line without control characters: whitespace runs
     (including line and paragraph separators) become one space, every other
-    control character (C0, DEL, C1) is shown as ``\\xNN``."""
+    character that is not printable (C0, DEL, C1, bidi overrides and other
+    format characters) is shown as an escape (log.printable)."""
     text = " ".join(str(value).split())
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c == " " else
-                   ("\\x%02x" % ord(c) if ord(c) < 256 else "\\u%04x" % ord(c)) for c in text)
+    from azure_firstboot.log import printable
+
+    return printable(text)
 
 
 def format_record(record):
@@ -294,12 +409,14 @@ def format_record(record):
 
 
 def read_record(path):
-    text = read_text(path)
+    text = read_text(path, own=True)
     return parse_record(text) if text is not None else None
 
 
 def write_record(path, record, durable=True):
-    write_atomic(path, format_record(record), durable=durable)
+    """A record in the agent's own state or run directory (what is in the
+    way there, but a directory, is replaced)."""
+    write_atomic(path, format_record(record), durable=durable, replace=True)
 
 
 def now_iso():
@@ -424,11 +541,11 @@ class State(object):
         return self.boot_record(step) or self.result(step)
 
     def set_boot_flag(self, name, text):
-        write_atomic(self.paths.run(name), text + "\n", durable=False)
+        write_atomic(self.paths.run(name), text + "\n", durable=False, replace=True)
 
     def boot_flag(self, name):
         try:
-            text = read_text(self.paths.run(name))
+            text = read_text(self.paths.run(name), own=True)
         except OSError:
             return None
         return text.strip() if text is not None else None

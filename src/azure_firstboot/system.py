@@ -179,9 +179,9 @@ def sshd_listener_pid(pid_files=SSHD_PID_FILES):
             text = (read_text(path, 64) or "").strip()
         except OSError:
             continue
-        if not text or len(text) > 10 or any(c not in "0123456789" for c in text):
+        pid = protocol.wire_number(text, 10)
+        if pid is None:
             continue
-        pid = int(text)
         try:
             status = _proc_status(pid)
         except OSError:
@@ -249,11 +249,11 @@ def hosts_with_name(data, name):
 def update_hosts(paths, name):
     """Point /etc/hosts' 127.0.1.1 line at ``name``.  Returns what was done
     (for the log), or None when nothing changed.  A file that is too large or
-    not a regular file is left alone with a warning: it is not worth failing
-    the step for."""
-    path = paths("/etc/hosts")
+    not a regular file of ours (state.open_own) is left alone with a
+    warning: it is not worth failing the step for."""
+    path = paths.own("/etc/hosts")
     try:
-        data = read_bytes(path, HOSTS_LIMIT)
+        data = read_bytes(path, HOSTS_LIMIT, own=True)
     except OSError as exc:
         log.warning("/etc/hosts left alone: %s" % describe(exc))
         return None
@@ -272,7 +272,7 @@ def set_hostname(paths, name):
     No hostnamectl: systemd-hostnamed's D-Bus activation cost ~0.5 s on the
     boot path, and hostnamed reads the same two things when it is asked later
     (static = /etc/hostname, transient = the kernel's name)."""
-    write_atomic(paths("/etc/hostname"), name + "\n")
+    write_atomic(paths.own("/etc/hostname"), name + "\n")
     how = "/etc/hostname"
     if paths.is_host:
         import _socket
@@ -542,9 +542,9 @@ def ensure_dhclient_sends_hostname(paths):
     """Make dhclient.conf send the host name; keeps every byte of the file.
     A file that is too large or not a regular file is left alone with a
     warning."""
-    path = paths("/etc/dhcp/dhclient.conf")
+    path = paths.own("/etc/dhcp/dhclient.conf")
     try:
-        data = read_bytes(path, DHCLIENT_CONF_LIMIT) or b""
+        data = read_bytes(path, DHCLIENT_CONF_LIMIT, own=True) or b""
     except OSError as exc:
         log.warning("dhclient.conf left alone: %s" % describe(exc))
         return
@@ -626,7 +626,7 @@ def _networkd_republish(indexes, probe):
             ok, output = run(["networkctl", "reconfigure", index])
             results.append("%s%s" % (index, "" if ok else " failed: " + output))
             if ok:
-                last[int(index)] = None
+                last[protocol.wire_number(index, 10)] = None
         restarted = time.monotonic()
         summary = "systemd-networkd reconfigure of link %s (%.2f s)" % (
             ", ".join(results), restarted - started)
@@ -659,7 +659,7 @@ def publish_hostname(paths, name, probe=None):
     back and the WireServer accepts connections again."""
     if not paths.is_host:
         return "not published (--root)"
-    leases = [n for n in _listdir(NETWORKD_LEASES) if n.isdigit()]
+    leases = [n for n in _listdir(NETWORKD_LEASES) if protocol.wire_number(n, 10) is not None]
     if leases and _which("networkctl"):
         return _networkd_republish(leases, probe)
     if _nm_running(paths):

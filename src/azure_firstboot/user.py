@@ -180,7 +180,12 @@ def _remember_created(paths, name):
 def _write_keys(paths, home, rel, uid, gid, keys):
     """Merge ``keys`` into home/rel; every directory below the home is opened
     with O_NOFOLLOW relative to its parent, so a symbolic link planted in the
-    home is refused, never followed.  Returns the number of keys added."""
+    home is refused, never followed.  Directories it creates, and the user's
+    own ~/.ssh, belong to the user with mode 0700; any other existing
+    directory keeps its owner and mode.  The key file is a file of ours
+    (state.open_own: regular, one link), merged on bytes (lines that are not
+    UTF-8 are kept byte for byte) and replaced atomically.  Returns the
+    number of keys added."""
     shown = home.rstrip("/") + "/" + rel
     parts = rel.split("/")
     try:
@@ -188,59 +193,41 @@ def _write_keys(paths, home, rel, uid, gid, keys):
     except OSError as exc:
         raise Failure("cannot open the home %s of the admin user: %s" % (home, _why(exc)))
     try:
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
+            created = False
             try:
                 sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 os.mkdir(part, 0o700, dir_fd=fd)
+                created = True
                 sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 raise Failure("cannot use %s for %s: %s" % (part, shown, _why(exc, part, fd)))
             os.close(fd)
             fd = sub
-        if len(parts) > 1:
-            # ~/.ssh: the user's, 0700
-            os.fchown(fd, uid, gid)
-            os.fchmod(fd, 0o700)
+            if created or (depth == 0 and part == ".ssh"):
+                # ~/.ssh (and what we made): the user's, 0700, as sshd's StrictModes wants
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, 0o700)
         name = parts[-1]
-        existing = ""
         try:
-            kfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-        except FileNotFoundError:
-            kfd = None
+            kfd = st.open_own(name, dir_fd=fd, shown=shown)
         except OSError as exc:
-            raise Failure("cannot read %s: %s" % (shown, _why(exc, name, fd)))
+            raise Failure("%s: %s; not touched" % (shown, exc.strerror or exc))
+        existing = b""
         if kfd is not None:
             try:
-                if not stat.S_ISREG(os.fstat(kfd).st_mode):
-                    raise Failure("%s is not a regular file; not touched" % shown)
-                data = st.read_fd(kfd, FILE_MAX)
-                if len(data) > FILE_MAX:  # never rewrite it with keys cut off
-                    raise Failure("%s is larger than %d bytes; not touched" % (shown, FILE_MAX))
-                existing = data.decode("utf-8", "replace")
+                existing = st.read_fd(kfd, FILE_MAX)
             finally:
                 os.close(kfd)
-        text, added = accounts.merge_keys(existing, keys)
-        tmp = ".%s.azure-firstboot.tmp" % name
-        try:
-            os.unlink(tmp, dir_fd=fd)
-        except FileNotFoundError:
-            pass
-        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
-        try:
-            os.fchown(wfd, uid, gid)
-            os.fchmod(wfd, 0o600)
-            view = memoryview(text.encode("utf-8"))
-            while view:
-                view = view[os.write(wfd, view):]
-            os.fsync(wfd)
-        except BaseException:
-            os.close(wfd)
-            os.unlink(tmp, dir_fd=fd)
-            raise
-        os.close(wfd)
-        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-        os.fsync(fd)
+            if len(existing) > FILE_MAX:  # never rewrite it with keys cut off
+                raise Failure("%s is larger than %d bytes; not touched" % (shown, FILE_MAX))
+        data, added = accounts.merge_keys(existing, keys)
+        try:  # also when nothing was added: the user's, 0600
+            st.write_atomic(name, data, mode=0o600, keep_mode=False, owner=(uid, gid),
+                            dir_fd=fd, shown=shown)
+        except OSError as exc:
+            raise Failure("cannot write %s: %s" % (shown, exc.strerror or exc))
     finally:
         os.close(fd)
     return added
@@ -266,10 +253,13 @@ def _why(exc, name=None, dir_fd=None):
 
 def _sudoers(ctx, name, nopasswd):
     paths = ctx.paths
-    target = paths(accounts.SUDOERS_FILE)
+    target = paths.own(accounts.SUDOERS_FILE)
     if not ctx.config[("user", "sudo")]:
         if os.path.lexists(target):
-            os.unlink(target)
+            try:
+                os.unlink(target)
+            except OSError as exc:
+                raise Failure("cannot remove %s (user.sudo = no): %s" % (target, _why(exc)))
             return "off (user.sudo = no; removed %s)" % accounts.SUDOERS_FILE
         return "off (user.sudo = no)"
     directory = os.path.dirname(target)
@@ -277,16 +267,20 @@ def _sudoers(ctx, name, nopasswd):
         log.warning("no %s (sudo not installed?): no sudo rule for %s" % (
             os.path.dirname(accounts.SUDOERS_FILE), name))
         return "no %s" % os.path.dirname(accounts.SUDOERS_FILE)
-    # sudo ignores files in sudoers.d whose name holds a '.': checked there, then renamed
-    tmp = os.path.join(directory, ".azure-firstboot.new")
-    st.write_atomic(tmp, accounts.sudoers_text(name, nopasswd), mode=0o440)
     visudo = system.which("visudo")
-    if visudo:
+
+    def check(tmp):
+        # the temporary file's name holds a '.': sudo ignores it until the rename
         ok, output = system.run([visudo, "-c", "-q", "-f", tmp])
         if not ok:
-            os.unlink(tmp)
-            raise Failure("visudo refused the sudoers rule for %s: %s" % (name, output))
-    os.rename(tmp, target)
+            raise Failure("visudo refused the sudoers rule for %s: %s" % (
+                name, output.replace(tmp, target)))
+
+    try:
+        st.write_atomic(target, accounts.sudoers_text(name, nopasswd), mode=0o440,
+                        keep_mode=False, check=check if visudo else None)
+    except OSError as exc:
+        raise Failure("cannot write the sudoers rule: %s" % st.describe(exc))
     return "%s%s%s" % (accounts.SUDOERS_FILE, " NOPASSWD" if nopasswd else "",
                        "" if visudo else " (no visudo to check it)")
 
@@ -302,9 +296,10 @@ def _sshd(paths, password_auth):
         return "left alone (no Include of %s)" % accounts.SSHD_DROPIN_DIR
     text = accounts.sshd_dropin_text(password_auth)
     where = "%s in %s" % (setting, accounts.SSHD_DROPIN)
-    if st.read_text(paths(accounts.SSHD_DROPIN), FILE_MAX) == text:
+    dropin = paths.own(accounts.SSHD_DROPIN)
+    if st.read_text(dropin, FILE_MAX, own=True) == text:
         return where + " (unchanged)"
-    st.write_atomic(paths(accounts.SSHD_DROPIN), text)
+    st.write_atomic(dropin, text)
     if not paths.is_host:
         return where
     return "%s; %s" % (where, system.reload_sshd())

@@ -107,14 +107,25 @@ def test_bad_keys(line, fragment):
 
 
 def test_merge_keeps_existing_and_adds_once():
-    existing = "# mine\nno-pty " + ED.replace("TEST ONLY", "other comment") + "\nrandom junk"
+    existing = ("# mine\nno-pty " + ED.replace("TEST ONLY", "other comment") + "\nrandom junk").encode()
     text, added = accounts.merge_keys(existing, [ED, ED2, ED2])
     assert added == 1
-    assert text.startswith(existing + "\n")
-    assert text.endswith(ED2 + "\n") and text.count("AAAAIDTuR") == 1
+    assert text.startswith(existing + b"\n")
+    assert text.endswith(ED2.encode() + b"\n") and text.count(b"AAAAIDTuR") == 1
     again, added = accounts.merge_keys(text, [ED, ED2])
     assert (again, added) == (text, 0)
-    assert accounts.merge_keys("", [ED]) == (ED + "\n", 1)
+    assert accounts.merge_keys(b"", [ED]) == (ED.encode() + b"\n", 1)
+
+
+def test_merge_works_on_bytes_and_keeps_every_byte():
+    """Lines that are not UTF-8 (a forced command in latin-1), CR, NUL and
+    U+2028 stay byte for byte; only \\n separates lines, as for sshd."""
+    existing = (b'command="/usr/bin/caf\xe9 --x" ' + ED.encode() + b"\r\n"
+                b"\xff\xfe junk\x00\n# \xe2\x80\xa8 " + ED2.encode())
+    out, added = accounts.merge_keys(existing, [ED, ED2])
+    assert added == 1  # ED is there (with options); ED2 only inside a comment line
+    assert out == existing + b"\n" + ED2.encode() + b"\n"
+    assert accounts.merge_keys(out, [ED2]) == (out, 0)
 
 
 # ----------------------------------------------------------------------- paths

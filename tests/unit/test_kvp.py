@@ -3,6 +3,8 @@
 
 import fcntl
 import os
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -154,3 +156,75 @@ def test_pool_symlink_is_not_followed(tmp_path):
     os.symlink(str(target), str(root / "var/lib/hyperv/.kvp_pool_1"))
     assert "cannot open" in kvp.write_report(paths, "result=success")
     assert target.read_bytes() == b""
+
+
+# ------------------------------------------------- the pool is a file of ours (issue 17)
+
+def _planted(tmp_path, kind):
+    """A pool path with something else than a plain pool in its place; returns
+    (root, paths, pool path, a function telling what became of the obstacle)."""
+    root, paths = _root(tmp_path)
+    pool = str(root / "var/lib/hyperv/.kvp_pool_1")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not a pool\n")
+    if kind == "symlink":
+        os.symlink(str(outside), pool)
+    elif kind == "relative-symlink":
+        os.symlink("../../../../outside", pool)
+    elif kind == "hardlink":
+        os.link(str(outside), pool)
+    elif kind == "fifo":
+        os.mkfifo(pool)
+    elif kind == "directory":
+        os.mkdir(pool)
+    elif kind == "device":
+        os.mknod(pool, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(pool)
+        sock.close()
+    return root, paths, pool, outside
+
+
+KINDS = ["symlink", "relative-symlink", "hardlink", "fifo", "directory", "socket"] + (
+    ["device"] if os.geteuid() == 0 else [])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pool_that_is_not_a_plain_file_is_refused(tmp_path, kind):
+    root, paths, pool, outside = _planted(tmp_path, kind)
+    before = os.lstat(pool)
+    reason = kvp.write_report(paths, "result=success")
+    assert reason and reason.startswith("cannot open %s: " % pool), reason
+    assert "\n" not in reason
+    if kind in ("symlink", "relative-symlink"):
+        assert "symbolic link (not followed)" in reason
+    elif kind == "hardlink":
+        assert "2 hard links" in reason
+    else:
+        assert "not a regular file" in reason
+    after = os.lstat(pool)
+    assert (after.st_mode, after.st_ino, after.st_size) == (before.st_mode, before.st_ino, before.st_size)
+    assert outside.read_bytes() == b"not a pool\n"
+    assert sorted(os.listdir(str(root / "var/lib/hyperv"))) == [".kvp_pool_1"]
+
+
+def test_oversized_pool_is_not_read(tmp_path):
+    """A (sparse) pool larger than MAX_RECORDS records: refused without
+    reading it into memory, left as it is."""
+    root, paths = _root(tmp_path, pool=b"")
+    pool = str(root / "var/lib/hyperv/.kvp_pool_1")
+    os.truncate(pool, 512 << 20)
+    reason = kvp.write_report(paths, "result=success")
+    assert "holds more than 1024 records" in reason and "not touched" in reason
+    assert os.path.getsize(pool) == 512 << 20
+    os.truncate(pool, kvp.POOL_LIMIT)  # the largest pool still read: 1024 records + a partial one
+    assert "is full" in kvp.write_report(paths, "result=success")  # read, not refused
+    assert os.path.getsize(pool) == kvp.POOL_LIMIT
+
+
+def test_full_pool_and_the_largest_readable_one(tmp_path):
+    full = b"".join(kvp.encode_record("K%d" % i, "v") for i in range(kvp.MAX_RECORDS))
+    root, paths = _root(tmp_path, pool=full + b"partial")
+    assert "is full (1024 records)" in kvp.write_report(paths, "result=success")
+    assert (root / "var/lib/hyperv/.kvp_pool_1").read_bytes() == full + b"partial"
