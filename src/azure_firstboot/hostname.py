@@ -63,16 +63,19 @@ def run(ctx):
         name, imds_vm_id = protocol.parse_imds_instance(body)
     except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
         return _fail(state, "cannot get the host name from IMDS: %s" % exc)
+    ids = {}  # for report-ready's KVP record: the id in Azure's byte order (protocol.azure_vm_id)
     if imds_vm_id and not protocol.same_vm(state.vm_id, imds_vm_id):
         log.warning("IMDS vmId %s does not match SMBIOS id %s" % (imds_vm_id, state.vm_id))
+    elif imds_vm_id:
+        ids["imds_vm_id"] = imds_vm_id
     problem = protocol.hostname_problem(name)
     if problem:
-        return _fail(state, problem)
+        return _fail(state, problem, **ids)
     previous = system.current_hostname(ctx.paths)
     try:
         how = system.set_hostname(ctx.paths, name)
     except OSError as exc:
-        return _fail(state, "cannot set host name %s: %s" % (name, st.describe(exc)))
+        return _fail(state, "cannot set host name %s: %s" % (name, st.describe(exc)), **ids)
     if ctx.config[("hostname", "publish")]:
         # Exclusive while the address may be gone: the user step's requests
         # (in parallel with this one) wait instead of failing, and the restart
@@ -92,6 +95,6 @@ def run(ctx):
                 os.close(lock)
     else:
         published = "not published (hostname.publish = no)"
-    state.record(STEP, "ok", hostname=name, previous=previous, how=how, published=published)
+    state.record(STEP, "ok", hostname=name, previous=previous, how=how, published=published, **ids)
     log.info("host name %s set (was %s) via %s; %s" % (name, previous or "unset", how, published))
     return 0

@@ -7,7 +7,8 @@ to the host, which passes a provisioning failure's reason on to the user
 (instead of a generic timeout), also when the WireServer cannot be reached.
 The host reads the pool when the health report arrives: write it before.
 
-Value: ``result=success|agent=azure-firstboot/VER|vm_id=ID|timestamp=ISO``,
+Value: ``result=success|agent=azure-firstboot/VER|vm_id=ID|timestamp=ISO``
+(ID in Azure's byte order: report_ready.azure_vm_id),
 or ``result=error|reason=...|agent=...|vm_id=...|timestamp=...|
 documentation_url=...``; at most 1022 bytes (the host converts to UTF-16 and
 drops what is longer).  The record is updated in place (one record per key,

@@ -587,6 +587,20 @@ def same_vm(smbios_id, imds_id):
     return imds_id in (smbios_id, gen1_swap(smbios_id))
 
 
+def azure_vm_id(smbios_id, uefi, imds_id=None):
+    """The VM id as Azure reports it (IMDS compute.vmId, the portal), from
+    the SMBIOS id (normalize_vm_id): Gen1 VMs (BIOS: no /sys/firmware/efi)
+    expose it with the first three groups byte-swapped, Gen2 (UEFI) as it
+    is; what IMDS said wins when it is one of the two forms.  None when
+    there is no SMBIOS id."""
+    if smbios_id is None:
+        return None
+    imds_id = normalize_vm_id(imds_id) if isinstance(imds_id, str) else None
+    if imds_id and same_vm(smbios_id, imds_id):
+        return imds_id
+    return smbios_id if uefi else gen1_swap(smbios_id)
+
+
 # ----------------------------------------------------------- DHCP leases
 
 def _ip_from_bytes(raw):

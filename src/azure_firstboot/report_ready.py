@@ -204,8 +204,17 @@ def encoded_report(ctx, failure, limit=None):
     ``limit`` characters, a failure health report's Description."""
     from azure_firstboot import kvp, state
 
-    return kvp.encode_report("error" if failure else "success", ctx.state.vm_id,
+    return kvp.encode_report("error" if failure else "success", azure_vm_id(ctx),
                              state.now_iso(), __version__, failure, limit or kvp.MAX_VALUE)
+
+
+def azure_vm_id(ctx):
+    """This VM's id as Azure reports it: IMDS compute.vmId as the hostname
+    step recorded it in this boot, else the SMBIOS id in Gen1 or Gen2 byte
+    order (protocol.azure_vm_id)."""
+    hostname = ctx.state.outcome("hostname") or {}
+    return protocol.azure_vm_id(ctx.state.vm_id, system.firmware_is_uefi(ctx.paths),
+                                hostname.get("imds_vm_id"))
 
 
 def _kvp_report(ctx, failure):

@@ -46,6 +46,12 @@ def read_identity(paths):
     return Identity(tag == protocol.AZURE_ASSET_TAG, tag, vm_id, problem)
 
 
+def firmware_is_uefi(paths):
+    """Gen2 (UEFI) rather than Gen1 (BIOS): /sys/firmware/efi or /dev/efi
+    exists (how cloud-init and azure-init tell them apart)."""
+    return os.path.exists(paths("/sys/firmware/efi")) or os.path.exists(paths("/dev/efi"))
+
+
 # ----------------------------------------------------------------- commands
 
 def _which(name):
