@@ -68,12 +68,13 @@ def test_fast_path_and_ordering():
     with open(generator) as f:
         text = f.read()
         assert "/run/azure-firstboot" in text and "provisioned" in text and "not-azure" in text
-    # network-wait: part of network-online.target, after the network managers, never after it
+    # network-wait: part of network-online.target, never after it; it starts with
+    # sysinit.target-level dependencies only, not after the network managers (issue 19)
     assert wait["DefaultDependencies"] == ["no"]
     assert "network-online.target" in " ".join(wait["Before"])
-    assert "network-online.target" not in " ".join(wait["After"] + wait.get("Wants", []))
-    for manager in ("systemd-networkd.service", "NetworkManager.service", "networking.service"):
-        assert manager in " ".join(wait["After"])
+    assert " ".join(wait["After"]).split() == ["sysinit.target"]
+    for key in ("Wants", "Requires", "Requisite", "BindsTo"):
+        assert key not in wait, key
     assert wait["Conflicts"] == ["shutdown.target"] and "shutdown.target" in " ".join(wait["Before"])
     # hostname and report-ready: after network-online.target; hostname has no Requires= chain
     for u in (hostname, ready):
