@@ -21,7 +21,7 @@ argument lists, never a shell).
 import os
 import stat
 
-from azure_firstboot import accounts, log, medium, protocol, system, transport
+from azure_firstboot import accounts, log, medium, protocol, selinux, system, transport
 from azure_firstboot import state as st
 
 STEP = "user"
@@ -133,6 +133,9 @@ def provision(ctx):
     added = 0
     for rel in sorted(by_path):
         added += _write_keys(paths, home, rel, uid, gid, by_path[rel])
+    problem = selinux.relabel(paths, home, sorted(by_path))[1]  # nothing without SELinux
+    if problem:
+        raise Failure(problem)
     sudo = _sudoers(ctx, name, nopasswd=password is None)
     sshd = _sshd(paths, spec.password_auth)
     custom_shown = _write_custom_data(paths, custom)
