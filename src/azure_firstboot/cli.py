@@ -212,6 +212,7 @@ class Context(object):
         self.paths = paths
         self.identity = system.read_identity(paths)
         self.state = None
+        self.lock = None
 
     def config_failure(self):
         """The configuration problem to report to Azure, or None."""
@@ -240,6 +241,7 @@ class Context(object):
             raise Done(1, "%s FAILED: %s" % (step, reason))
         self._note_boot(ident.vm_id, True)
         self.state = State(self.paths, ident.vm_id)
+        self._hold_step_lock(step)
         marker = self.state.provisioned()
         if marker is not None:
             if step == "network-wait":
@@ -259,6 +261,21 @@ class Context(object):
             raise Done(2, "%s FAILED: %s" % (step, reason))
         self.state.begin(step)  # first action: "started" (report_ready.why_not_ready)
         return self.state
+
+    def _hold_step_lock(self, step):
+        """One run of a step at a time: a second run waits (bounded) for the
+        first, then goes on (and finds, e.g., the marker report-ready wrote:
+        Ready is posted once), or gives up with one line, recording nothing
+        (the running one's records stand).  Held until the process ends."""
+        from azure_firstboot import state as st
+
+        path = st.step_lock_path(self.paths, step)
+        self.lock, holder = st.step_lock(path, st.STEP_LOCK_WAIT)
+        if holder is not None:
+            reason = "not run: another run of this step (pid %s) still holds %s after %d s; its result stands" % (
+                holder, path, st.STEP_LOCK_WAIT)
+            log.error("%s: %s" % (step, reason))
+            raise Done(1, "%s %s" % (step, reason))
 
     def _note_boot(self, vm_id, on_azure):
         """World-readable note of what this boot is (for 'status' run by a

@@ -166,6 +166,8 @@ def why_not_ready(ctx):
     reasons = []
     for step in REQUIRED_BEFORE_READY:
         entry = state.outcome(step)
+        if entry and entry.get("result") == "started":
+            entry = _after_running(ctx, step, entry)
         result = entry.get("result") if entry else None
         if result in ("ok", "skipped"):
             continue
@@ -185,6 +187,19 @@ def why_not_ready(ctx):
     if os.path.isdir(marker):  # a rename cannot replace it: Ready would not be remembered
         reasons.append("%s: cannot write the marker: %s is a directory" % (STEP, marker))
     return reasons
+
+
+def _after_running(ctx, step, entry):
+    """A step recorded "started": if a run of it still holds its lock (run
+    by hand while the units run), wait for it (bounded) and read again; a
+    free lock means the run that started is gone (crashed or killed)."""
+    from azure_firstboot import state as st
+
+    fd = st.hold_lock(st.step_lock_path(ctx.paths, step), True, st.STEP_LOCK_WAIT)
+    if fd is None:
+        return entry
+    os.close(fd)
+    return ctx.state.outcome(step)
 
 
 def _finish(state, result, **details):

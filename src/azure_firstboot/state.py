@@ -11,6 +11,8 @@ State (survives reboots, keyed on the VM id):
 Per boot (tmpfs):
   /run/azure-firstboot/<step>.boot            this boot's record of the step: written
                                               "started" as its first action, then its result
+  /run/azure-firstboot/<step>.lock            flock held while the step runs (one run at a
+                                              time; holds the pid of the run that has it)
   /run/azure-firstboot/endpoint               WireServer address found by network-wait
   /run/azure-firstboot/provisioned            "this VM is already provisioned": lets the
                                               later units skip via ConditionPathExists
@@ -281,6 +283,62 @@ def hold_lock(path, exclusive, bound):
         except OSError:
             pass
         raise
+
+
+# A second run of a step while one runs waits this long for it, then gives up
+# (cli.Context.start); report-ready waits as long for a step that is still
+# running before it judges the step's records (report_ready.why_not_ready).
+STEP_LOCK_WAIT = 30.0
+
+
+def step_lock_path(paths, step):
+    return paths.run(step + ".lock")
+
+
+def step_lock(path, bound):
+    """Take the exclusive flock of one step (one run of a step at a time),
+    waiting at most ``bound`` seconds.  Returns (fd, None) when held (the
+    fd, kept open, holds it until the process ends; it records our pid);
+    (None, holder) when another process still holds it after ``bound``
+    (holder: its pid as recorded, or "?"); (None, None) when no lock could
+    be made (no writable run directory, not a regular file): the caller
+    goes on without one, its records will say what is wrong."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    except OSError:
+        pass
+    fd = hold_lock(path, True, bound)
+    if fd is not None:
+        try:
+            wfd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if os.path.sameopenfile(fd, wfd):
+                    os.ftruncate(wfd, 0)
+                    os.write(wfd, ("%d\n" % os.getpid()).encode("ascii"))
+            finally:
+                os.close(wfd)
+        except OSError:
+            pass
+        return fd, None
+    try:
+        probe = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None, None
+    try:
+        import fcntl
+
+        if not stat.S_ISREG(os.fstat(probe).st_mode):
+            return None, None
+        try:
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None, None
+            holder = read_fd(probe, 32).decode("ascii", "replace").strip()
+            return None, holder if holder and set(holder) <= frozenset("0123456789") else "?"
+        return None, None  # free now but could not be had: no lock (read-only)
+    finally:
+        os.close(probe)
 
 
 def describe(exc):

@@ -108,14 +108,22 @@ def provision(ctx):
 
     # ---- everything is valid: act
     root = [] if paths.is_host else ["--root", os.path.abspath(paths.root)]
+    _reconcile_created(paths)
     if existing is None:
         # "*": no password matches, yet the account is not locked (see accounts.NO_PASSWORD)
         argv = ["useradd"] + root + ["--create-home", "--comment", accounts.COMMENT,
                                      "--password", accounts.NO_PASSWORD]
         if groups:
             argv += ["--groups", ",".join(groups)]
-        _command(argv + [name], "create the admin user %s" % name)
+        # the intent before the effect: killed after useradd, deprovision --user
+        # still knows the account (and a later run drops it if useradd never ran)
         _remember_created(paths, name)
+        try:
+            _command(argv + [name], "create the admin user %s" % name)
+        except Failure:
+            if name not in _passwd(paths):
+                _remember_created(paths, name, add=False)
+            raise
         log.info("created the admin user %s" % name)
     elif groups:
         _command(["usermod"] + root + ["--append", "--groups", ",".join(groups), name],
@@ -130,6 +138,7 @@ def provision(ctx):
     if entry is None:
         raise Failure("admin user %s is not in %s after useradd" % (name, paths("/etc/passwd")))
     uid, gid, home = entry[0], entry[1], entry[2]
+    _repair_home(paths, name, uid, gid, home)
     added = 0
     for rel in sorted(by_path):
         added += _write_keys(paths, home, rel, uid, gid, by_path[rel])
@@ -171,11 +180,50 @@ def _command(argv, what):
         raise Failure("cannot %s: %s" % (what, output or "%s failed" % argv[0]))
 
 
-def _remember_created(paths, name):
-    """Accounts this agent created, for ``deprovision --user``."""
+def _created(paths):
     record = st.read_record(paths.state("user.accounts")) or {}
-    names = set(record.get("created", "").split()) | {name}
+    return set(record.get("created", "").split())
+
+
+def _remember_created(paths, name, add=True):
+    """Accounts this agent created (or is about to create: written before
+    useradd), for ``deprovision --user``, which removes only those that
+    exist and carry our comment."""
+    names = _created(paths)
+    names = names | {name} if add else names - {name}
     st.write_record(paths.state("user.accounts"), {"created": " ".join(sorted(names))})
+
+
+def _repair_home(paths, name, uid, gid, home):
+    """An account of ours without its home: an earlier run was killed inside
+    useradd, after the account and before the home.  Make the home (0700,
+    the user's; no skeleton files) so the keys can go in."""
+    if _home_exists(paths, home) or name not in _created(paths):
+        return
+    try:
+        os.mkdir(paths(home), 0o700)
+        os.chown(paths(home), uid, gid)
+    except OSError as exc:
+        raise Failure("cannot make the missing home %s of the admin user: %s" % (home, _why(exc)))
+    log.warning("the home %s of %s was missing (an earlier run was interrupted); made it" % (home, name))
+
+
+def _home_exists(paths, home):
+    return os.path.lexists(paths(home))
+
+
+def _reconcile_created(paths):
+    """After a crash between the record and useradd: a recorded account
+    that does not exist is dropped; one that exists stays ours."""
+    names = _created(paths)
+    if not names:
+        return
+    have = _passwd(paths)
+    gone = sorted(n for n in names if n not in have)
+    if gone:
+        log.info("dropping %s from the accounts this agent created: not in /etc/passwd "
+                 "(useradd never ran)" % " ".join(gone))
+        st.write_record(paths.state("user.accounts"), {"created": " ".join(sorted(names - set(gone)))})
 
 
 # --------------------------------------------------------------- authorized_keys
