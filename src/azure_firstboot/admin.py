@@ -1,6 +1,7 @@
 """Commands for people: status (one screen, or --json) and deprovision
 (prepare an image for capture)."""
 
+import errno
 import fnmatch
 import os
 
@@ -8,9 +9,14 @@ from azure_firstboot import __version__, log, state as st
 
 
 # status exit codes (documented in 'status --help' and the man page)
-PROVISIONED, FAILED, USAGE, NOT_YET, NOT_AZURE = 0, 1, 2, 3, 4
-WORDS = {PROVISIONED: "provisioned", FAILED: "failed", NOT_YET: "not yet", NOT_AZURE: "not on Azure"}
+PROVISIONED, FAILED, USAGE, NOT_YET, NOT_AZURE, UNREADABLE = 0, 1, 2, 3, 4, 5
+WORDS = {PROVISIONED: "provisioned", FAILED: "failed", NOT_YET: "not yet", NOT_AZURE: "not on Azure",
+         UNREADABLE: "unknown"}
 POLL = 0.5
+# status --wait without --timeout gives up after this long (longer than the
+# units take with the default configuration: network_timeout 300 s, then
+# report-ready's deadline 1200 s); --timeout 0 waits without a bound
+WAIT_DEFAULT = 1800.0
 
 
 def boot_identity(ctx):
@@ -32,7 +38,20 @@ def boot_identity(ctx):
 
 
 def assess(ctx):
-    """-> (exit code, one-line detail, vm_id, records, marker)."""
+    """-> (exit code, one-line detail, vm_id, records, marker).  UNREADABLE
+    when a record it needs could not be read (not a regular file, permission
+    denied, I/O error) and the marker does not already say Ready."""
+    try:
+        code, detail, vm_id, records, marker = _assess(ctx)
+    except OSError as exc:
+        return UNREADABLE, "cannot read the state: %s" % st.describe(exc), None, None, None
+    problems = records.unreadable if records is not None else []
+    if problems and code != PROVISIONED:
+        return UNREADABLE, "cannot read the state: %s" % problems[0], vm_id, records, marker
+    return code, detail, vm_id, records, marker
+
+
+def _assess(ctx):
     vm_id, on_azure, _ = boot_identity(ctx)
     if not on_azure:
         return NOT_AZURE, "chassis asset tag %r is not Azure's; nothing to do" % ctx.identity.asset_tag, \
@@ -51,7 +70,7 @@ def assess(ctx):
     result = final.get("result") if final else None
     if result == "failed":
         return FAILED, final.get("reason") or "report-ready failed", vm_id, records, None
-    if result == "started" and not _alive(final.get("pid")):
+    if result == "started" and not _running(final.get("pid"), "report-ready"):
         return FAILED, "report-ready started at %s but did not finish (crashed or killed)" % (
             final.get("time")), vm_id, records, None
     if result == "ok":  # Ready acknowledged, but no marker (it could not be written)
@@ -59,27 +78,71 @@ def assess(ctx):
     return NOT_YET, "the first-boot units have not finished in this boot", vm_id, records, None
 
 
-def _alive(pid):
-    """Is process ``pid`` (from a start record) still running?  Unknown = yes."""
+def _running(pid, step, proc="/proc"):
+    """Is ``pid`` (from the "started" record of ``step``) that step's process,
+    still running?  Believed only when /proc says it is: its cgroup names the
+    step's unit, or its command line is azure-firstboot's with the step as a
+    word (by hand, tests).  A pid that is gone, or is any other process (a
+    pid reused after a crash), is not: the step crashed or was killed.  Only
+    when /proc hides the process (hidepid) while it exists is it believed
+    unchecked (--wait is bounded anyway)."""
     from azure_firstboot.protocol import wire_number
 
     number = wire_number(pid or "", 7)
-    if number is None or not 0 < number < 1 << 22:
-        return True
-    try:
-        os.kill(number, 0)
-    except ProcessLookupError:
+    if not number:
         return False
+    base = "%s/%d/" % (proc, number)
+    try:
+        cgroup = st.read_bytes(base + "cgroup", 65536)
+        cmdline = st.read_bytes(base + "cmdline", 65536)
     except OSError:
-        return True  # exists, owned by someone else (status run by a user)
-    return True
+        cgroup = cmdline = None
+    if cgroup is None or cmdline is None:
+        if os.path.isdir(base):
+            return False
+        try:
+            os.kill(number, 0)
+        except OSError as exc:
+            return exc.errno == errno.EPERM  # exists but hidden from us
+        return False  # alive, yet /proc has no entry: not a process of this host's /proc
+    unit = ("/azure-firstboot-%s.service" % step).encode("ascii")
+    if any(line.endswith(unit) for line in cgroup.splitlines()):
+        return True
+    words = cmdline.split(b"\0")
+    program = any(w == b"azure_firstboot" or w.endswith(b"/azure-firstboot") or w == b"azure-firstboot"
+                  for w in words[:3])
+    return program and step.encode("ascii") in words
+
+
+def _source(ctx):
+    try:
+        return boot_identity(ctx)[2]
+    except OSError:
+        return None
+
+
+def _emit(text):
+    """Print for status; a reader that went away (``status | head -0``) is
+    not an error: the rest of the output goes nowhere, quietly."""
+    import sys
+
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def status(ctx, as_json, wait=False, timeout=None):
+    """``timeout``: seconds --wait waits at most (None: WAIT_DEFAULT, 0: no bound)."""
     if wait:
         import time
 
-        end = None if timeout is None else time.monotonic() + timeout
+        if timeout is None:
+            timeout = WAIT_DEFAULT
+        end = None if timeout == 0 else time.monotonic() + timeout
         while True:
             code = assess(ctx)[0]
             if code != NOT_YET or (end is not None and time.monotonic() >= end):
@@ -94,7 +157,7 @@ def status(ctx, as_json, wait=False, timeout=None):
         "detail": detail,
         "version": __version__,
         "vm_id": vm_id,
-        "vm_id_source": boot_identity(ctx)[2],
+        "vm_id_source": _source(ctx),
         "vm_id_problem": ident.problem if vm_id is None else None,
         "on_azure": ident.on_azure,
         "assume_azure": ctx.config[("provisioning", "assume_azure")],
@@ -107,7 +170,7 @@ def status(ctx, as_json, wait=False, timeout=None):
     if as_json:
         import json
 
-        print(json.dumps(doc, indent=2, sort_keys=True))
+        _emit(json.dumps(doc, indent=2, sort_keys=True))
         return code
     lines = ["azure-firstboot %s" % __version__,
              "status:       %s: %s" % (WORDS[code], detail),
@@ -128,7 +191,7 @@ def status(ctx, as_json, wait=False, timeout=None):
         lines.append("%-13s %s" % (step + ":", text))
     for problem in ctx.config_problems:
         lines.append("config:       %s" % problem)
-    print("\n".join(lines))
+    _emit("\n".join(lines))
     return code
 
 

@@ -96,15 +96,21 @@ Works for any user (the units record what it needs, without secrets, in
   --json         the same as a JSON document (keys "status", "exit_code", ...)
   --wait         block until the first-boot units have finished (polls the
                  state files every 0.5 s; no D-Bus)
-  --timeout S    with --wait: give up after S seconds (exit 3)
+  --timeout S    with --wait: give up after S seconds (exit 3); without it
+                 --wait gives up after 1800 s; --timeout 0 waits without bound
+
+A "started" record counts as running only while its pid is the step's own
+process (its cgroup names the unit, or its command line is this command's).
 
 Exit status:
   0  provisioned: Ready was acknowledged for this VM
   1  failed: provisioning failed in this boot (ProvisioningFailed reported, or
      reporting failed)
   2  usage error
-  3  not yet: the first-boot units have not finished (or --timeout expired)
+  3  not yet: the first-boot units have not finished (or --wait gave up)
   4  not on Azure: nothing to do on this machine
+  5  unknown: the state could not be read (a record that is not a regular
+     file, permission denied, I/O error)
 """,
     "check": """\
 usage: azure-firstboot [--root DIR] check [--json]
@@ -460,7 +466,7 @@ def main(argv=None):
             user="--user" in flags or "--all" in flags, proceed="--force" in flags)
     except OSError as exc:
         log.error("%s: %s" % (command, _os_error(exc)))
-        return 1
+        return 5 if command == "status" else 1  # admin.UNREADABLE: the state could not be read
     except KeyboardInterrupt:
         log.error("%s: interrupted" % command)
         return 130

@@ -498,6 +498,7 @@ class State(object):
             boot_id = None
         self.boot_id = boot_id.strip() if boot_id else None
         self.problem = None  # why this step's records could not be written
+        self.unreadable = []  # records that exist but could not be read (for status)
 
     def _read(self, path, what):
         try:
@@ -506,6 +507,7 @@ class State(object):
             from azure_firstboot import log
 
             log.warning("cannot read %s: %s" % (what, describe(exc)))
+            self.unreadable.append("%s: %s" % (what, describe(exc)))
             return None
 
     def provisioned(self):
