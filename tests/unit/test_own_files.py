@@ -174,7 +174,8 @@ def test_account_numbers_are_plain_ascii_digits(text):
     expected = (7, 7) if text.strip() == "7" else (1000, 60000)  # login.defs is words: " 7" is 7
     assert accounts.uid_range("UID_MIN %s\nUID_MAX %s\n" % (text, text)) == expected
     assert accounts.id_number(text) is None
-    assert admin._alive(text) is True  # unknown: never a traceback, never "dead"
+    # never a traceback; a pid that is not a number is not the unit's process (status)
+    assert admin._running(text, "report-ready") is False
 
 
 def test_account_numbers_that_are_numbers():
