@@ -31,7 +31,7 @@ def boot_identity(ctx):
     noted = st.read_record(ctx.paths.run("identity")) or {}
     if noted.get("vm_id"):
         return noted["vm_id"], True, "recorded by the units in this boot"
-    flag = st.read_text(ctx.paths.run("provisioned"), 256)
+    flag = st.read_text(ctx.paths.run("provisioned"), 256, own=True)
     if flag and flag.strip():
         return flag.strip(), True, "recorded at boot (provisioned)"
     return None, ident.on_azure or assume, None

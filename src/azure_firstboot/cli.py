@@ -291,7 +291,7 @@ class Context(object):
         text = st.format_record({"vm_id": vm_id, "on_azure": "yes" if on_azure else "no"})
         path = self.paths.run("identity")
         try:
-            if st.read_text(path) == text:
+            if st.read_text(path, own=True) == text:
                 return
         except OSError:
             return

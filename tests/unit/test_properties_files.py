@@ -233,3 +233,137 @@ def test_write_atomic_leaves_no_temp_file_on_any_failure(tmp_path):
     assert (tmp_path / "f").read_text() == "new"
     assert stat.S_IMODE(os.stat(str(tmp_path / "f")).st_mode) == 0o600
     assert sorted(os.listdir(str(tmp_path))) == ["dir-in-the-way", "f"]
+
+
+# ------------------------------------------- the agent's own files (issue 17)
+
+from azure_firstboot import accounts  # noqa: E402
+
+KINDS = ["missing", "regular", "symlink", "dangling-symlink", "hardlink", "fifo", "directory",
+         "socket"] + (["device"] if os.geteuid() == 0 else [])
+
+
+def _plant(directory, kind):
+    import socket
+
+    path = os.path.join(directory, "own")
+    outside = os.path.join(directory, "outside")
+    with open(outside, "wb") as handle:
+        handle.write(b"outside\n")
+    if kind == "regular":
+        with open(path, "wb") as handle:
+            handle.write(b"old\n")
+    elif kind in ("symlink", "dangling-symlink"):
+        os.symlink(outside + ("" if kind == "symlink" else ".gone"), path)
+    elif kind == "hardlink":
+        os.link(outside, path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        os.mkdir(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(path)
+        sock.close()
+    elif kind == "device":
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    return path, outside
+
+
+def _shot(path):
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_mode, info.st_ino, info.st_nlink, info.st_size)
+
+
+OPS = ["read", "open-rw", "write_atomic", "write_record"]
+
+
+@given(hs.sampled_from(KINDS), hs.sampled_from(OPS), hs.binary(max_size=64))
+def test_own_files_one_rule_for_every_kind(tmp_path_factory, kind, op, data):
+    """Whatever is at the path: the operation succeeds only on a plain file
+    of ours (or nothing), else raises OSError naming the path; what was
+    there and the file outside stay as they were; no temporary file."""
+    directory = str(tmp_path_factory.mktemp("own"))
+    path, outside = _plant(directory, kind)
+    before = _shot(path)
+    ok = {"read": ("missing", "regular"), "open-rw": ("missing", "regular"),
+          "write_atomic": ("missing", "regular", "hardlink"),
+          "write_record": ("missing", "regular", "hardlink", "symlink", "dangling-symlink", "fifo",
+                           "socket", "device")}[op]
+    try:
+        if op == "read":
+            st.read_bytes(path, own=True)
+        elif op == "open-rw":
+            os.close(st.open_own(path, write=True, create=0o600))
+        elif op == "write_atomic":
+            st.write_atomic(path, data)
+        else:
+            st.write_record(path, {"k": data.decode("latin-1")})
+    except OSError as exc:
+        assert kind not in ok, (kind, op, exc)
+        assert exc.filename == path and exc.strerror and "\n" not in exc.strerror
+        assert _shot(path) == before
+    else:
+        assert kind in ok, (kind, op)
+        if not (op == "read" and kind == "missing"):
+            assert stat.S_ISREG(os.lstat(path).st_mode)
+    with open(outside, "rb") as handle:
+        assert handle.read() == b"outside\n"
+    assert not [n for n in os.listdir(directory) if n.endswith(".tmp")]
+
+
+BLOB = "AAAAC3NzaC1lZDI1NTE5AAAAIEaZhwlR22lMmhve4dgEdglhWwsIr/x1/Yfe3rwf2W2a"
+KEY_LINES = ["ssh-ed25519 %s k%d" % (BLOB[:-4] + "%04d" % i, i) for i in range(3)]
+KEY_PIECES = hs.one_of(hs.sampled_from(NASTY), hs.sampled_from([k.encode() for k in KEY_LINES]),
+                       hs.sampled_from([b"command=\"caf\xe9\" ", b"# ", b"no-pty ", b"\xff"]),
+                       hs.binary(max_size=8))
+AUTHORIZED_KEYS = hs.lists(KEY_PIECES, max_size=20).map(b"".join)
+
+
+def _sshd_blobs(data):
+    """The keys sshd would read: lines split on \\n, words on space and tab,
+    comment lines skipped."""
+    found = set()
+    for line in data.split(b"\n"):
+        words = [w for w in line.replace(b"\t", b" ").split(b" ") if w]
+        if words and words[0].startswith(b"#"):
+            continue
+        for i, word in enumerate(words[:-1]):
+            if word == b"ssh-ed25519":
+                found.add(words[i + 1])
+                break
+    return found
+
+
+@given(AUTHORIZED_KEYS, hs.lists(hs.sampled_from(KEY_LINES), max_size=4))
+def test_authorized_keys_merge_keeps_every_byte(existing, keys):
+    out, added = accounts.merge_keys(existing, keys)
+    assert out[:len(existing)] == existing  # every existing byte, in place
+    tail = out[len(existing):]
+    if added == 0:
+        assert out == existing
+    else:
+        assert tail.lstrip(b"\n").endswith(b"\n") and tail.count(b"\n") in (added, added + 1)
+    for key in keys:
+        assert key.split()[1].encode() in _sshd_blobs(out)  # sshd reads every key asked for
+    assert accounts.merge_keys(out, keys) == (out, 0)  # idempotent
+
+
+# The regression corpus of issue 17 (authorized_keys that were rewritten or read through).
+AK_CORPUS = [
+    b'command="/usr/local/bin/caf\xe9 --only" ' + KEY_LINES[0].encode() + b"\r\n",
+    b"# \xff\xfe not UTF-8 \xe2\x80\xae\n\x00binary\x85 tail",
+    b"# " + KEY_LINES[0].encode() + b"\n",        # a commented-out key is not a key
+    KEY_LINES[0].encode() + b"\xe2\x80\xa8" + KEY_LINES[1].encode(),  # U+2028 is not a line break
+    b"\xc3",                                    # a cut UTF-8 sequence at the end
+]
+
+
+@pytest.mark.parametrize("existing", AK_CORPUS)
+def test_authorized_keys_regression_corpus(existing):
+    out, added = accounts.merge_keys(existing, KEY_LINES[:2])
+    assert out.startswith(existing) and added >= 1
+    assert {k.split()[1].encode() for k in KEY_LINES[:2]} <= _sshd_blobs(out)
