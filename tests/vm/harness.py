@@ -796,6 +796,9 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
     proc = subprocess.Popen(argv, stdout=qlog, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     how = "poweroff"
+    # With a CD-ROM: its tray as QEMU sees it (query-block), before the first Ready the
+    # emulator accepted and at the first poll after it (the medium must be ejected then)
+    tray = {"before_ready": None, "at_ready": None} if qemu_kw.get("cdrom") else None
     try:
         while True:
             try:
@@ -803,6 +806,13 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if tray is not None and fabric is not None and tray["at_ready"] is None:
+                ready = bool(accepted_ready(fabric.records()))
+                state = _cdrom_state(qmp)
+                if ready:
+                    tray["at_ready"] = state
+                elif state is not None:
+                    tray["before_ready"] = state
             if time.time() - t0 > timeout:
                 how = "timeout"
                 break
@@ -826,7 +836,43 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
         how = "exit-without-report"  # crashed, rebooted (-no-reboot) or powered off early
     return BootResult(name=name, t_start=t0, t_end=t1, duration=t1 - t0, how=how,
                       rc=proc.returncode, overlay=overlay, serial_log=serial_log, pcap=pcap,
-                      report=report, vm_id=vm_id, workdir=workdir)
+                      report=report, vm_id=vm_id, workdir=workdir, tray=tray)
+
+
+def _qmp_return(path, command):
+    """The "return" of one QMP command (events in between skipped), or None."""
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(path)
+        try:
+            f = s.makefile("rwb")
+            f.readline()  # greeting
+            answer = None
+            for cmd in ("qmp_capabilities", command):
+                f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+                f.flush()
+                while True:
+                    line = f.readline()
+                    if not line:
+                        return None
+                    msg = json.loads(line.decode("utf-8", "replace"))
+                    if "return" in msg or "error" in msg:
+                        answer = msg.get("return")
+                        break
+            return answer
+        finally:
+            s.close()
+    except (OSError, ValueError):
+        return None
+
+
+def _cdrom_state(qmp):
+    """{"tray_open": bool, "inserted": bool} of the CD-ROM drive cd0, or None."""
+    for dev in _qmp_return(qmp, "query-block") or []:
+        if dev.get("device") == "cd0" or (dev.get("qdev") or "").endswith("cd0"):
+            return {"tray_open": bool(dev.get("tray_open")), "inserted": "inserted" in dev}
+    return None
 
 
 def _qmp(path, command):

@@ -884,7 +884,19 @@ def su3_password_udf(ctx, res):
     sudo = (rep.get("sudoers_d") or {}).get("/etc/sudoers.d/azure-firstboot") or ""
     res.check("%s ALL=(ALL:ALL) ALL" % name in sudo, "sudoers: %r" % sudo)
     res.check("/run/azure-firstboot/media" not in (rep.get("mountinfo") or "")
-              and not rep.get("media_dir_exists"), "the medium is still mounted or its directory left")
+              and " udf " not in (rep.get("mountinfo") or "")
+              and " iso9660 " not in (rep.get("mountinfo") or ""), "a medium was mounted")
+    # ejected before Ready: QEMU's tray of cd0 closed before, open when Ready arrived;
+    # the user unit (ordered before report-ready) logged the eject
+    tray = getattr(boot, "tray", None) or {}
+    res.check((tray.get("before_ready") or {}).get("tray_open") is False,
+              "tray before Ready: %r" % tray.get("before_ready"))
+    at_ready = tray.get("at_ready") or {}
+    res.check(at_ready.get("tray_open") is True or at_ready.get("inserted") is False,
+              "the medium was not ejected when Ready arrived: %r" % tray.get("at_ready"))
+    res.check("provisioning medium: ejected /dev/sr0" in json.dumps(rep),
+              "the user unit did not log the eject")
+    res.note("tray before Ready %r, at Ready %r" % (tray.get("before_ready"), tray.get("at_ready")))
     # the password string must be nowhere: not in the guest's disk (the overlay holds every
     # block the guest wrote), not in anything the guest reported (journal included)
     needle = password.encode()
