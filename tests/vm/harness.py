@@ -796,9 +796,11 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
     proc = subprocess.Popen(argv, stdout=qlog, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     how = "poweroff"
-    # With a CD-ROM: its tray as QEMU sees it (query-block), before the first Ready the
-    # emulator accepted and at the first poll after it (the medium must be ejected then)
-    tray = {"before_ready": None, "at_ready": None} if qemu_kw.get("cdrom") else None
+    # With a CD-ROM: its tray as QEMU sees it (query-block) at the first poll, whether it
+    # was seen open before the first Ready the emulator accepted, and at the first poll
+    # after that Ready
+    tray = {"first": None, "open_before_ready": False, "at_ready": None} \
+        if qemu_kw.get("cdrom") else None
     try:
         while True:
             try:
@@ -812,7 +814,8 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
                 if ready:
                     tray["at_ready"] = state
                 elif state is not None:
-                    tray["before_ready"] = state
+                    tray["first"] = tray["first"] or state
+                    tray["open_before_ready"] |= state["tray_open"] or not state["inserted"]
             if time.time() - t0 > timeout:
                 how = "timeout"
                 break
