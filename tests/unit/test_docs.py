@@ -292,7 +292,7 @@ AZ_FLAGS = {
                   "--ssh-key-values", "--public-ip-sku", "--output", "--enable-agent",
                   "--security-type", "--enable-secure-boot", "--enable-vtpm",
                   "--boot-diagnostics-storage", "--computer-name", "--admin-password",
-                  "--authentication-type"},
+                  "--authentication-type", "--custom-data", "--user-data"},
     "vm show": {"--show-details", "--resource-group", "-g", "--name", "-n", "--query", "--output",
                 "-o"},
     "vm deallocate": {"--resource-group", "--name"},
