@@ -63,7 +63,7 @@ def failed_step(fab, proc, fragment, step):
     assert len(errors) == 1, proc.stderr
     reports = fab.health_reports()
     assert [r["substatus"] for r in reports] == ["ProvisioningFailed"]
-    assert reports[0]["description"].startswith(step + ": ")
+    assert reports[0]["fields"]["reason"].startswith(step + ": ")
 
 
 # ------------------------------------------------------------ authorized_keys
