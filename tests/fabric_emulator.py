@@ -125,6 +125,15 @@ SCENARIO_KEYS = [
      "IMDS compute.publicKeys[].keyData (default: the test key pair tests/vm/test_id_ed25519)"),
     ("public_key_paths", [], "strlist",
      "IMDS compute.publicKeys[i].path, one per key; missing ones = /home/<admin_username>/.ssh/authorized_keys"),
+    ("os_disk_create_option", "FromImage", "str",
+     "IMDS compute.storageProfile.osDisk.createOption (FromImage: a generalized image; Attach: an "
+     "attached, specialized OS disk)"),
+    ("specialized", False, "bool",
+     "a specialized VM (an attached OS disk): osProfile computerName and adminUsername blank, "
+     "no publicKeys, createOption Attach (whatever the keys above say)"),
+    ("pps_type", "None", "str",
+     "IMDS extended.compute.ppsType (served with extended=true): None, Running, Savable, "
+     "PreprovisionedOSDisk (a pre-provisioned VM)"),
     ("vm_size", "Standard_B2s", "str", "IMDS compute.vmSize"),
     ("subscription_id", "11111111-2222-3333-4444-555555555555", "str", "IMDS compute.subscriptionId"),
     ("resource_group", "myrg", "str", "IMDS compute.resourceGroupName"),
@@ -181,6 +190,9 @@ SCENARIO_KEYS = [
     ("imds_delay", 0.0, "num", "seconds to wait before answering every IMDS request"),
     ("imds_drop", 0, "int", "the next N IMDS requests are closed without any response"),
     ("imds_statuses", [], "statuses", "status sequence for IMDS requests"),
+    ("imds_forever", None, "optstatus",
+     "one status entry answering every IMDS request once imds_statuses is used up (e.g. 404: "
+     "IMDS unavailable throughout; imds_refuse_for with a large value: no IMDS at all); null = off"),
     ("imds_rate_limit", None, "optint", "answer 429 beyond N requests per second; null = off"),
     ("imds_body", None, "choice:" + "|".join(IMDS_BODY_FAULTS),
      "broken instance document: malformed (invalid JSON), oversized (streamed), "
@@ -1046,7 +1058,7 @@ class Fabric(object):
             "storageProfile": {
                 "dataDisks": [],
                 "imageReference": {"id": "", "offer": "", "publisher": "", "sku": "", "version": ""},
-                "osDisk": {"caching": "ReadWrite", "createOption": "FromImage", "diffDiskSettings": {"option": ""},
+                "osDisk": {"caching": "ReadWrite", "createOption": s["os_disk_create_option"], "diffDiskSettings": {"option": ""},
                            "diskSizeGB": "30", "encryptionSettings": {"enabled": "false"}, "image": {"uri": ""},
                            "managedDisk": {"id": "", "storageAccountType": "Standard_LRS"},
                            "name": s["name"] + "_OsDisk_1", "osType": "Linux", "vhd": {"uri": ""},
@@ -1064,6 +1076,10 @@ class Fabric(object):
             "vmSize": s["vm_size"],
             "zone": "",
         }
+        if s["specialized"]:
+            compute["osProfile"].update(adminUsername="", computerName="", disablePasswordAuthentication="")
+            compute["publicKeys"] = []
+            compute["storageProfile"]["osDisk"]["createOption"] = "Attach"
         if api_version is not None:
             if api_version < "2020-07-15":
                 del compute["osProfile"]
@@ -1079,7 +1095,7 @@ class Fabric(object):
         }]}
         doc = {"compute": compute, "network": network}
         if extended:
-            doc["extended"] = {"compute": {"hasCustomData": "false", "ppsType": "None"}}
+            doc["extended"] = {"compute": {"hasCustomData": "false", "ppsType": s["pps_type"]}}
         return _deep_merge(doc, s["imds_override"])
 
     def _imds(self, h, rec):
@@ -1100,7 +1116,10 @@ class Fabric(object):
             self._imds_error(h, rec, 410, "Gone. The service is temporarily unavailable; "
                              "retry after some time for a max of 70 seconds.")
             return
-        if self._sequence_response(h, rec, self._take("imds_statuses"), "json"):
+        entry = self._take("imds_statuses")
+        if entry is None:
+            entry = s["imds_forever"]
+        if self._sequence_response(h, rec, entry, "json"):
             return
         limit = s["imds_rate_limit"]
         if limit:

@@ -108,6 +108,31 @@ def admin_from_imds(compute):
     return AdminSpec(name, keys, password_auth)
 
 
+def admin_from_ovf(ovf):
+    """ovf-env.xml (an OvfEnv) -> AdminSpec, for a VM whose IMDS is
+    unavailable.  A key given only by its Fingerprint (a certificate Azure
+    would put in the certificate store) is refused: only a PublicKey with a
+    Value can be installed.  Without DisableSshPasswordAuthentication,
+    password logins are wanted when a UserPassword is there."""
+    name = ovf.username
+    if not name:
+        raise ValueError("ovf-env.xml has no UserName")
+    if ovf.disable_ssh_password_auth is None:
+        password_auth = bool(ovf.password)
+    else:
+        password_auth = not ovf.disable_ssh_password_auth
+    keys = []
+    for number, key in enumerate(ovf.keys):
+        if not key.value:
+            if key.fingerprint:
+                raise ValueError("ovf-env.xml SSH PublicKey %d is given only by its Fingerprint %s: "
+                                 "only a key with a Value can be installed" % (
+                                     number, shown(key.fingerprint, 48)))
+            raise ValueError("ovf-env.xml SSH PublicKey %d has no Value" % number)
+        keys.append((key.value, key.path or default_key_path(name)))
+    return AdminSpec(name, keys, password_auth)
+
+
 def default_key_path(username, home=None):
     return (home or "/home/" + username) + "/.ssh/authorized_keys"
 

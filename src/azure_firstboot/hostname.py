@@ -1,13 +1,16 @@
-"""Unit 2, hostname: IMDS compute.osProfile.computerName -> validated ->
-set -> published to Azure DNS through the DHCP client.  A failure is
+"""Unit 2, hostname: IMDS compute.osProfile.computerName (ovf-env.xml's
+HostName when IMDS is unavailable) -> validated -> set -> published to Azure
+DNS through the DHCP client.  A specialized VM's host name is left alone
+(skipped), a pre-provisioned VM is refused (creation).  A failure is
 recorded for report-ready, which reports ProvisioningFailed with the reason.
 
-Path: this file -> protocol (parse, validate) -> transport / system.
+Path: this file -> creation, protocol (decide, parse, validate) -> transport /
+system.
 """
 
 import os
 
-from azure_firstboot import log, protocol, system, transport
+from azure_firstboot import creation, log, protocol, system, transport
 from azure_firstboot import state as st
 
 STEP = "hostname"
@@ -52,22 +55,54 @@ def _wireserver(state):
         return None
 
 
+def _ovf_env(ctx):
+    """The values of ovf-env.xml on the provisioning medium, or None."""
+    log.warning("no reader for the provisioning medium in the hostname step yet")
+    return None
+
+
 def run(ctx):
     state = ctx.state
     if not ctx.config[("hostname", "enabled")]:
         state.record(STEP, "skipped", reason="hostname.enabled = no")
         log.info("host name management is disabled in the configuration")
         return 0
+    # gather: IMDS; ovf-env.xml only when IMDS is unavailable
     try:
         body = transport.imds_instance(ctx.config[("imds", "endpoint")], ctx.config[("imds", "timeout")])
-        name, imds_vm_id = protocol.parse_imds_instance(body)
-    except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
+        doc = protocol.parse_imds_document(body)
+    except transport.DeadlineExceeded as exc:
+        log.warning("IMDS unavailable (%s): the host name comes from ovf-env.xml" % exc)
+        doc, ovf = None, _ovf_env(ctx)
+        if ovf is None:
+            return _fail(state, "cannot get the host name: IMDS unavailable (%s) and no "
+                                "provisioning medium with ovf-env.xml" % exc)
+    except (transport.TransportError, protocol.ProtocolError) as exc:
         return _fail(state, "cannot get the host name from IMDS: %s" % exc)
     ids = {}  # for report-ready's KVP record: the id in Azure's byte order (protocol.azure_vm_id)
-    if imds_vm_id and not protocol.same_vm(state.vm_id, imds_vm_id):
-        log.warning("IMDS vmId %s does not match SMBIOS id %s" % (imds_vm_id, state.vm_id))
-    elif imds_vm_id:
-        ids["imds_vm_id"] = imds_vm_id
+    if doc is not None:
+        ovf = None
+        imds_vm_id = protocol.json_get(doc, "compute", "vmId")
+        imds_vm_id = imds_vm_id.lower() if isinstance(imds_vm_id, str) else None
+        if imds_vm_id and not protocol.same_vm(state.vm_id, imds_vm_id):
+            log.warning("IMDS vmId %s does not match SMBIOS id %s" % (
+                ascii(imds_vm_id[:40]), state.vm_id))
+        elif imds_vm_id:
+            ids["imds_vm_id"] = imds_vm_id
+    # decide
+    try:
+        how, why = creation.mode(doc, ovf)
+    except creation.Refused as exc:
+        return _fail(state, str(exc), **ids)
+    if how == creation.SPECIALIZED:
+        state.record(STEP, "skipped", reason=why, **ids)
+        log.info("host name left alone: %s" % why)
+        return 0
+    try:
+        name, source, _notes = creation.computer_name(doc, ovf)
+    except ValueError as exc:
+        return _fail(state, "cannot get the host name from %s: %s" % (
+            "IMDS" if doc is not None else "ovf-env.xml", exc), **ids)
     problem = protocol.hostname_problem(name)
     if problem:
         return _fail(state, problem, **ids)
@@ -95,6 +130,8 @@ def run(ctx):
                 os.close(lock)
     else:
         published = "not published (hostname.publish = no)"
-    state.record(STEP, "ok", hostname=name, previous=previous, how=how, published=published, **ids)
-    log.info("host name %s set (was %s) via %s; %s" % (name, previous or "unset", how, published))
+    state.record(STEP, "ok", hostname=name, source=source, previous=previous, how=how,
+                 published=published, **ids)
+    log.info("host name %s (from %s) set (was %s) via %s; %s" % (
+        name, source, previous or "unset", how, published))
     return 0

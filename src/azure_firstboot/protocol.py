@@ -8,10 +8,12 @@ AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 WIRESERVER_DEFAULT = "168.63.129.16"
 IMDS_DEFAULT = "169.254.169.254"
 WIRE_PROTOCOL_VERSION = "2012-11-30"
-IMDS_API_VERSION = "2021-02-01"
+# 2021-08-01 with extended=true, as cloud-init asks: IMDS then fails rather than
+# answer with parts missing, and the document has extended.compute.ppsType
+IMDS_API_VERSION = "2021-08-01"
 GOAL_STATE_PATH = "/machine/?comp=goalstate"
 HEALTH_PATH = "/machine?comp=health"
-IMDS_INSTANCE_PATH = "/metadata/instance?api-version=" + IMDS_API_VERSION
+IMDS_INSTANCE_PATH = "/metadata/instance?api-version=%s&extended=true" % IMDS_API_VERSION
 DESCRIPTION_MAX = 512
 INCARNATION_DIGITS = 10
 
@@ -507,17 +509,22 @@ def json_get(value, *keys):
 
 # --------------------------------------------------------------------- IMDS
 
-def parse_imds_compute(data):
-    """IMDS instance JSON (bytes) -> its ``compute`` object (a dict).
+def parse_imds_document(data):
+    """IMDS instance JSON (bytes) -> the document (a dict with a ``compute``
+    object; ``extended`` too when there is one).
 
     The one entry point for every step that reads the instance document
-    (host name, admin user, SSH keys): parsed by parse_json (bounded),
-    ProtocolError when it is not JSON or has no compute object."""
+    (host name, admin user, SSH keys, creation mode): parsed by parse_json
+    (bounded), ProtocolError when it is not JSON or has no compute object."""
     doc = parse_json(data, "IMDS instance document")
-    compute = json_get(doc, "compute")
-    if not isinstance(compute, dict):
+    if not isinstance(json_get(doc, "compute"), dict):
         raise ProtocolError("IMDS instance document has no compute object")
-    return compute
+    return doc
+
+
+def parse_imds_compute(data):
+    """IMDS instance JSON (bytes) -> its ``compute`` object (a dict)."""
+    return parse_imds_document(data)["compute"]
 
 
 def parse_imds_instance(data):

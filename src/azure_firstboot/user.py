@@ -21,7 +21,7 @@ argument lists, never a shell).
 import os
 import stat
 
-from azure_firstboot import accounts, log, medium, protocol, selinux, system, transport
+from azure_firstboot import accounts, creation, log, medium, protocol, selinux, system, transport
 from azure_firstboot import state as st
 
 STEP = "user"
@@ -36,6 +36,10 @@ class Failure(Exception):
     """The step fails with this one-line reason."""
 
 
+class Skipped(Exception):
+    """The step has nothing to do (a specialized VM); the reason is one line."""
+
+
 def run(ctx):
     state = ctx.state
     if not ctx.config[("user", "enabled")]:
@@ -45,6 +49,11 @@ def run(ctx):
     _READ[:] = []
     try:
         details = provision(ctx)
+    except Skipped as exc:
+        _eject_read()
+        state.record(STEP, "skipped", reason=str(exc))
+        log.info("admin user left alone: %s" % exc)
+        return 0
     except Failure as exc:
         reason = str(exc)
     except OSError as exc:
@@ -59,22 +68,66 @@ def run(ctx):
     return 1
 
 
-def _imds_compute(ctx):
+def _imds_document(ctx):
+    """(the IMDS instance document, None), or (None, what went wrong) when
+    IMDS did not answer within [imds] timeout: then ovf-env.xml is the source."""
     try:
         body = transport.imds_instance(ctx.config[("imds", "endpoint")], ctx.config[("imds", "timeout")])
-        return protocol.parse_imds_compute(body)
-    except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
+    except transport.DeadlineExceeded as exc:
+        log.warning("IMDS unavailable (%s): the admin user comes from ovf-env.xml" % exc)
+        return None, str(exc)
+    except transport.TransportError as exc:
+        raise Failure("cannot get the admin user from IMDS: %s" % exc)
+    try:
+        return protocol.parse_imds_document(body), None
+    except protocol.ProtocolError as exc:
         raise Failure("cannot get the admin user from IMDS: %s" % exc)
 
 
-def provision(ctx):
-    """The whole step; returns the details to record, raises Failure."""
+def _identity(ctx):
+    """Gather (IMDS; ovf-env.xml from the medium) and decide (creation):
+    -> (AdminSpec, IMDS document or None, (OvfEnv or None, device, why)).
+    Skipped for a specialized VM; Failure for a pre-provisioned one, or
+    when no source names the admin user.  IMDS is the source; ovf-env.xml
+    only when IMDS is unavailable (disagreements are logged)."""
     paths = ctx.paths
-    compute = _imds_compute(ctx)
-    try:
-        spec = accounts.admin_from_imds(compute)
-    except ValueError as exc:
-        raise Failure(str(exc))
+    doc, imds_problem = _imds_document(ctx)
+    ovf, device, why = _read_medium(paths, MEDIA_WAIT if doc is None else 0.0)
+    if doc is None:
+        if ovf is None:
+            raise Failure("cannot get the admin user: IMDS unavailable (%s) and no provisioning "
+                          "medium with ovf-env.xml (%s)" % (imds_problem, why))
+        # the hostname step may still need the medium: the platform ejects it after Ready
+        _READ[:] = []
+    for attempt in (0, 1):
+        try:
+            how, why_mode = creation.mode(doc, ovf)
+        except creation.Refused as exc:
+            raise Failure(str(exc))
+        if how == creation.SPECIALIZED:
+            raise Skipped(why_mode)
+        try:
+            spec, _source, notes = creation.admin(doc, ovf)
+        except ValueError as exc:
+            raise Failure(str(exc))
+        if attempt or ovf is not None or not spec.password_auth:
+            break
+        # a password is wanted: give a late drive its time
+        ovf, device, why = _read_medium(paths, MEDIA_WAIT)
+    for note in notes:
+        log.warning(note)
+    if doc is not None and ovf is not None:
+        for note in creation.computer_name_notes(doc, ovf):
+            log.warning(note)
+    return spec, doc, (ovf, device, why)
+
+
+def provision(ctx):
+    """The whole step; returns the details to record, raises Failure (or
+    Skipped)."""
+    paths = ctx.paths
+    spec, doc, (ovf, device, why) = _identity(ctx)
+    compute = doc["compute"] if doc is not None else None
     name = spec.username
     problem = accounts.username_problem(name)
     if problem:
@@ -92,13 +145,12 @@ def provision(ctx):
         try:
             line = accounts.parse_key(data)
         except ValueError as exc:
-            raise Failure("IMDS compute.publicKeys[%d]: %s" % (number, exc))
+            raise Failure("%s: %s" % (_key_origin(doc, number), exc))
         problem = accounts.key_path_problem(path, name, home)
         if problem:
-            raise Failure("IMDS compute.publicKeys[%d]: %s" % (number, problem))
+            raise Failure("%s: %s" % (_key_origin(doc, number), problem))
         by_path.setdefault(accounts.KEYS_FILE, []).append(line)
     groups = _groups(ctx)
-    ovf, device, why = _read_medium(paths, MEDIA_WAIT if spec.password_auth else 0.0)
     password = _medium_password(ovf, device or why, name) if spec.password_auth else None
     custom = _custom_data(ovf, compute)
     if not by_path and password is None:
@@ -156,6 +208,11 @@ def provision(ctx):
         name, "kept" if existing else "created", uid, details["keys"], added, details["password"],
         sudo, sshd))
     return details
+
+
+def _key_origin(doc, number):
+    return ("IMDS compute.publicKeys[%d]" % number if doc is not None
+            else "ovf-env.xml SSH PublicKey %d" % number)
 
 
 def _passwd(paths):
@@ -405,9 +462,6 @@ def _medium_password(ovf, device, name):
     problem = accounts.password_problem(password)
     if problem:
         raise Failure(problem)
-    if ovf.username and ovf.username != name:
-        log.warning("ovf-env.xml names user %r, IMDS %r: the password is set for %s" % (
-            ovf.username[:40], name, name))
     return password
 
 
