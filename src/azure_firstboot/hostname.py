@@ -56,9 +56,20 @@ def _wireserver(state):
 
 
 def _ovf_env(ctx):
-    """The values of ovf-env.xml on the provisioning medium, or None."""
-    log.warning("no reader for the provisioning medium in the hostname step yet")
-    return None
+    """(OvfEnv of ovf-env.xml on the provisioning medium, '') or (None, why).
+    Only when IMDS is unavailable; the medium is left in the drive (the user
+    step does not eject it either then)."""
+    from azure_firstboot import accounts, medium
+
+    data, device, why = medium.read_ovf_env(ctx.paths, medium.MEDIA_WAIT)
+    if data is None:
+        return None, why
+    try:
+        ovf = accounts.parse_ovf_env(data)
+    except ValueError as exc:
+        return None, "%s on %s" % (exc, device)
+    log.info("read ovf-env.xml (%d bytes) from %s" % (len(data), device))
+    return ovf, ""
 
 
 def run(ctx):
@@ -73,10 +84,10 @@ def run(ctx):
         doc = protocol.parse_imds_document(body)
     except transport.DeadlineExceeded as exc:
         log.warning("IMDS unavailable (%s): the host name comes from ovf-env.xml" % exc)
-        doc, ovf = None, _ovf_env(ctx)
+        doc, (ovf, why) = None, _ovf_env(ctx)
         if ovf is None:
             return _fail(state, "cannot get the host name: IMDS unavailable (%s) and no "
-                                "provisioning medium with ovf-env.xml" % exc)
+                                "provisioning medium with ovf-env.xml (%s)" % (exc, why))
     except (transport.TransportError, protocol.ProtocolError) as exc:
         return _fail(state, "cannot get the host name from IMDS: %s" % exc)
     ids = {}  # for report-ready's KVP record: the id in Azure's byte order (protocol.azure_vm_id)

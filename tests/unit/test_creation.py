@@ -3,6 +3,7 @@
 import pytest
 
 from azure_firstboot import creation
+from azure_firstboot.accounts import OvfEnv, OvfKey
 
 ED = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEaZhwlR22lMmhve4dgEdglhWwsIr/x1/Yfe3rwf2W2a "
       "azure-firstboot-test-key (TEST ONLY, never trust it)")
@@ -20,14 +21,18 @@ def imds(computer="myvm", user="alice", create="FromImage", pps=None, keys=(ED,)
     return doc
 
 
-OVF = {"hostname": "ovfhost", "username": "bob", "disable_ssh_password_auth": "true",
-       "keys": [{"fingerprint": "ABC", "path": "/home/bob/.ssh/authorized_keys", "value": ED}]}
+def ovf(**fields):
+    return OvfEnv(**fields)
+
+
+OVF = ovf(hostname="ovfhost", username="bob", disable_ssh_password_auth=True,
+          keys=[OvfKey("ABC", "/home/bob/.ssh/authorized_keys", ED)])
 
 
 def test_generalized():
     assert creation.mode(imds(), None)[0] == creation.GENERALIZED
     assert creation.mode(imds(pps="None"), OVF)[0] == creation.GENERALIZED
-    assert creation.mode(imds(pps=""), {"preprovisioned_vm": "false"})[0] == creation.GENERALIZED
+    assert creation.mode(imds(pps=""), ovf(preprovisioned=False))[0] == creation.GENERALIZED
     assert creation.mode(None, OVF)[0] == creation.GENERALIZED
 
 
@@ -58,9 +63,9 @@ def test_a_blank_name_alone_is_not_specialized(doc):
     (imds(pps="Running"), None, "ppsType is 'Running'"),
     (imds(pps="Savable"), None, "ppsType is 'Savable'"),
     (imds(pps="PreprovisionedOSDisk", create="Attach"), None, "PreprovisionedOSDisk"),
-    (imds(), {"preprovisioned_vm": "true"}, "PreprovisionedVm is true"),
-    (imds(), {"preprovisioned_vm": "True", "preprovisioned_vm_type": "Savable"}, "type 'Savable'"),
-    (None, {"preprovisioned_vm": True}, "PreprovisionedVm is true"),
+    (imds(), ovf(preprovisioned=True), "PreprovisionedVm is true"),
+    (imds(), ovf(preprovisioned=True, preprovisioned_type="Savable"), "type 'Savable'"),
+    (None, ovf(preprovisioned=True, username="bob"), "PreprovisionedVm is true"),
     (imds(pps="\x1b[31m"), None, "'\\x1b[31m'"),
 ])
 def test_preprovisioned_is_refused(doc, ovf, fragment):
@@ -73,7 +78,7 @@ def test_preprovisioned_is_refused(doc, ovf, fragment):
 
 def test_computer_name_sources_and_disagreement():
     assert creation.computer_name(imds(), None) == ("myvm", "IMDS", [])
-    assert creation.computer_name(imds(), {"hostname": "MyVM"}) == ("myvm", "IMDS", [])
+    assert creation.computer_name(imds(), ovf(hostname="MyVM")) == ("myvm", "IMDS", [])
     name, source, notes = creation.computer_name(imds(), OVF)
     assert (name, source) == ("myvm", "IMDS")
     assert notes == ["IMDS and ovf-env.xml disagree on the host name ('myvm', 'ovfhost'): IMDS is used"]
@@ -81,7 +86,7 @@ def test_computer_name_sources_and_disagreement():
     with pytest.raises(ValueError, match="computerName is missing"):
         creation.computer_name(imds(computer=""), OVF)
     with pytest.raises(ValueError, match="no HostName"):
-        creation.computer_name(None, {"username": "bob"})
+        creation.computer_name(None, ovf(username="bob"))
 
 
 def test_admin_sources_and_disagreement():
@@ -94,30 +99,42 @@ def test_admin_sources_and_disagreement():
     assert spec.keys == [(ED, "/home/bob/.ssh/authorized_keys")] and spec.password_auth is False
 
 
-@pytest.mark.parametrize("ovf, password_auth", [
-    ({"username": "bob", "disable_ssh_password_auth": "false", "password": "pw"}, True),
-    ({"username": "bob", "disable_ssh_password_auth": "true", "password": "pw"}, False),
-    ({"username": "bob", "password": "pw"}, True),
-    ({"username": "bob"}, False),
+@pytest.mark.parametrize("fields, password_auth", [
+    (dict(username="bob", disable_ssh_password_auth=False, password="pw"), True),
+    (dict(username="bob", disable_ssh_password_auth=True, password="pw"), False),
+    (dict(username="bob", password="pw"), True),
+    (dict(username="bob"), False),
 ])
-def test_password_flag_from_ovf(ovf, password_auth):
-    assert creation.admin(None, ovf)[0].password_auth is password_auth
+def test_password_flag_from_ovf(fields, password_auth):
+    assert creation.admin(None, ovf(**fields))[0].password_auth is password_auth
 
 
-@pytest.mark.parametrize("ovf, fragment", [
-    ({"hostname": "h"}, "no UserName"),
-    ({"username": " "}, "no UserName"),
-    ({"username": "bob", "keys": [{"fingerprint": "1234ABCD", "path": "/home/bob/.ssh/authorized_keys"}]},
+@pytest.mark.parametrize("fields, fragment", [
+    (dict(hostname="h"), "no UserName"),
+    (dict(username="bob", keys=[OvfKey("1234ABCD", "/home/bob/.ssh/authorized_keys", "")]),
      "only by its Fingerprint '1234ABCD'"),
-    ({"username": "bob", "keys": [{"path": "/home/bob/.ssh/authorized_keys", "value": ""}]}, "no Value"),
-    ({"username": "bob", "disable_ssh_password_auth": "maybe"}, "neither true nor false"),
+    (dict(username="bob", keys=[OvfKey("", "/home/bob/.ssh/authorized_keys", "")]), "no Value"),
 ])
-def test_ovf_admin_problems(ovf, fragment):
+def test_ovf_admin_problems(fields, fragment):
     with pytest.raises(ValueError) as err:
-        creation.admin(None, ovf)
+        creation.admin(None, ovf(**fields))
     assert fragment in str(err.value)
 
 
+def test_no_source_at_all():
+    with pytest.raises(ValueError, match="neither IMDS nor ovf-env.xml"):
+        creation.admin(None, None)
+    with pytest.raises(ValueError, match="no HostName"):
+        creation.computer_name(None, None)
+
+
 def test_ovf_key_without_path_goes_to_the_default():
-    spec = creation.admin(None, {"username": "bob", "keys": [{"value": ED}]})[0]
+    spec = creation.admin(None, ovf(username="bob", keys=[OvfKey(value=ED)]))[0]
     assert spec.keys == [(ED, "/home/bob/.ssh/authorized_keys")]
+
+
+def test_notes_need_both_sources():
+    assert creation.computer_name_notes(None, OVF) == []
+    assert creation.computer_name_notes(imds(), None) == []
+    assert creation.computer_name_notes(imds(computer="OVFHOST"), OVF) == []
+    assert len(creation.computer_name_notes(imds(), OVF)) == 1
