@@ -57,7 +57,7 @@ def test_generalized_vm_with_a_blank_name_still_fails(tmp_path, scenario, step, 
         m.boot()
         reports = fab.health_reports()
         assert [r["substatus"] for r in reports] == ["ProvisioningFailed"]
-        assert reports[0]["description"].startswith(step + ": ") and fragment in reports[0]["description"]
+        assert "reason=%s: " % step in reports[0]["description"] and fragment in reports[0]["description"]
         assert not os.path.exists(m.path("var/lib/azure-firstboot/provisioned"))
 
 
