@@ -37,9 +37,9 @@ import harness as h  # noqa: E402
 VARIANTS = ("ours", "sample", "waagent", "cloud-init")
 # experiments (not in the default set): ours with the units' sandboxing reset by drop-ins,
 # to measure what the sandbox setup costs at boot under TCG
-EXPERIMENTS = ("ours-nosandbox", "ours-nouserns", "ours-nice", "ours-early")
+EXPERIMENTS = ("ours-nosandbox", "ours-nouserns", "ours-nice", "ours-early", "ours-nopoll")
 # bump when a customize function below changes (it is part of the image cache tag)
-BENCH_LAYER = "2"
+BENCH_LAYER = "3"
 # every unit of ours that runs the agent (the user unit may not be in the harness' list)
 OURS_UNITS = list(h.UNITS) + [u for u in ("azure-firstboot-user.service",) if u not in h.UNITS]
 AGENT_UNITS = {
@@ -48,12 +48,24 @@ AGENT_UNITS = {
     "ours-nouserns": OURS_UNITS,
     "ours-nice": OURS_UNITS,
     "ours-early": OURS_UNITS,
+    "ours-nopoll": OURS_UNITS,
     "sample": ["azure-provisioning.service"],
     "waagent": ["walinuxagent.service"],
     "cloud-init": ["cloud-init-local.service", "cloud-init.service", "cloud-config.service",
                    "cloud-final.service"],
 }
 COMPUTER_NAME = "bench-vm"
+# Every variant is served the same admin user and key (IMDS: the emulator's defaults,
+# adminUsername azureuser + the test key; the provisioning medium: OVF_ENV below) and
+# must create them the way it does on Azure; the host then logs in with the private half.
+ADMIN = "azureuser"
+TEST_KEY = os.path.join(REPO, "tests", "vm", "test_id_ed25519")
+# variants whose agent creates no user: no SSH login to wait for (the seed's sample)
+NO_USER = ("sample",)
+# experiments that boot another variant's image unchanged (only the host side differs):
+# ours-nopoll is ours without the SSH login polling, to check that the polling does not
+# slow the guest
+SAME_IMAGE = {"ours-nopoll": "ours"}
 
 
 def _bytes(path):
@@ -147,9 +159,13 @@ def _set_conf(path, key, value):
 
 
 def _custom_waagent(root, lf):
-    _apt_install(root, ["waagent"], lf)
+    # eject: waagent ejects the provisioning DVD after copying ovf-env.xml and fails the
+    # provisioning without it (Debian's waagent does not depend on it; images have it)
+    _apt_install(root, ["waagent", "eject"], lf)
     conf = os.path.join(root, "etc/waagent.conf")
-    _set_conf(conf, "Provisioning.Agent", "disabled")
+    # waagent provisions the VM itself, as on Azure without cloud-init: host name, the
+    # admin user and its key from ovf-env.xml on the provisioning DVD
+    _set_conf(conf, "Provisioning.Agent", "waagent")
     _set_conf(conf, "ResourceDisk.Format", "n")
     # The unit has ConditionVirtualization=microsoft: clear it (QEMU is not Hyper-V).
     _write(root, "etc/systemd/system/walinuxagent.service.d/bench.conf",
@@ -179,9 +195,18 @@ OVF_ENV = """<?xml version="1.0" encoding="utf-8"?>
     <wa:Version>1.0</wa:Version>
     <LinuxProvisioningConfigurationSet xmlns="http://schemas.microsoft.com/windowsazure" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
       <ConfigurationSetType>LinuxProvisioningConfiguration</ConfigurationSetType>
-      <HostName>%s</HostName>
-      <UserName>azureuser</UserName>
+      <HostName>%(host)s</HostName>
+      <UserName>%(admin)s</UserName>
       <DisableSshPasswordAuthentication>true</DisableSshPasswordAuthentication>
+      <SSH>
+        <PublicKeys>
+          <PublicKey>
+            <Fingerprint>%(fingerprint)s</Fingerprint>
+            <Path>/home/%(admin)s/.ssh/authorized_keys</Path>
+            <Value>%(key)s</Value>
+          </PublicKey>
+        </PublicKeys>
+      </SSH>
     </LinuxProvisioningConfigurationSet>
   </wa:ProvisioningSection>
   <wa:PlatformSettingsSection>
@@ -191,7 +216,22 @@ OVF_ENV = """<?xml version="1.0" encoding="utf-8"?>
     </PlatformSettings>
   </wa:PlatformSettingsSection>
 </Environment>
-""" % COMPUTER_NAME
+"""
+
+
+def ovf_env():
+    """The provisioning medium's ovf-env.xml: host name, admin user and its key (Value, as
+    Azure writes it, with the key's fingerprint)."""
+    import hashlib
+    with open(TEST_KEY + ".pub") as f:
+        key = f.read().strip()
+    return OVF_ENV % {"host": COMPUTER_NAME, "admin": ADMIN, "key": key,
+                      "fingerprint": hashlib.sha1(key.encode()).hexdigest().upper()}
+
+
+def medium(workdir):
+    """The UDF provisioning DVD Azure attaches to every VM (tests/vm/harness.udf_medium)."""
+    return h.udf_medium(os.path.join(workdir, "ovf-env.udf"), {"ovf-env.xml": ovf_env().encode()})
 
 
 def _custom_cloudinit(root, lf):
@@ -199,7 +239,7 @@ def _custom_cloudinit(root, lf):
     _write(root, "etc/cloud/cloud.cfg.d/99-bench.cfg",
            "# bench harness: Azure only (the VM's DMI asset tag says Azure)\n"
            "datasource_list: [ Azure ]\n")
-    _write(root, "var/lib/cloud/seed/azure/ovf-env.xml", OVF_ENV, 0o600)
+    _write(root, "var/lib/cloud/seed/azure/ovf-env.xml", ovf_env(), 0o600)
 
 
 NOSANDBOX = """# bench experiment only: reset the sandbox to measure its cost at boot
@@ -261,7 +301,7 @@ def _custom_early(root, lf):
 
 
 CUSTOM = {"ours": None, "ours-nosandbox": _custom_nosandbox, "ours-nouserns": _custom_nouserns,
-          "ours-nice": _custom_nice, "ours-early": _custom_early,
+          "ours-nice": _custom_nice, "ours-early": _custom_early, "ours-nopoll": None,
           "sample": _custom_sample, "waagent": _custom_waagent, "cloud-init": _custom_cloudinit}
 
 
@@ -285,6 +325,7 @@ def _generalize(root, lf):
 
 def build(variant):
     """The variant's image (cached by the harness, keyed by our layer's inputs too)."""
+    variant = SAME_IMAGE.get(variant, variant)
     custom = CUSTOM[variant]
 
     def customize(root, lf):
@@ -350,27 +391,110 @@ def parse_bench(serial_text):
         return None
 
 
+class SshLogin(object):
+    """Polls a real SSH login as the admin with the test key through the QEMU hostfwd
+    port on 127.0.0.1 (`ssh -o BatchMode=yes ... true`), from QEMU's start until the first
+    success: host time of that success (the login and `true` completed). Bounded: at most
+    MAX_ATTEMPTS, one at a time. An attempt that fails fast (nothing listens on the
+    guest's port 22 yet: slirp closes the connection, no guest process runs) is repeated
+    after 0.5 s; one that reached sshd (a key exchange, an sshd process in the guest)
+    after 1 s, so the polling costs the guest at most one sshd connection a second."""
+
+    MAX_ATTEMPTS = 400
+
+    def __init__(self, port, user, key, deadline_s):
+        import threading
+        self.argv = ["ssh", "-F", "/dev/null", "-p", str(port), "-i", key, "-o", "IdentitiesOnly=yes",
+                     "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                     "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20",
+                     "-o", "LogLevel=ERROR", "-o", "PasswordAuthentication=no",
+                     "-o", "KbdInteractiveAuthentication=no", "%s@127.0.0.1" % user, "true"]
+        self.deadline_s = deadline_s
+        self.success_t = None
+        self.attempts = 0
+        self.last = ""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        end = time.time() + self.deadline_s
+        while not self.stop.is_set() and self.attempts < self.MAX_ATTEMPTS and time.time() < end:
+            self.attempts += 1
+            t0 = time.time()
+            try:
+                p = subprocess.run(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, timeout=60)
+                rc, self.last = p.returncode, p.stdout.decode("utf-8", "replace").strip()[-200:]
+            except subprocess.TimeoutExpired:
+                rc, self.last = None, "ssh timed out"
+            if rc == 0:
+                self.success_t = time.time()
+                return
+            self.stop.wait(0.5 if time.time() - t0 < 1.0 else 1.0)
+
+    @property
+    def done(self):
+        return self.success_t is not None or not self.thread.is_alive()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        self.thread.join(40)
+
+
+def _key_copy(workdir):
+    key = os.path.join(workdir, "id_ed25519")
+    shutil.copyfile(TEST_KEY, key)
+    os.chmod(key, 0o600)  # ssh refuses a private key others can read
+    return key
+
+
 def measure_boot(image, variant, workdir, name, vm_id, overlay=None, expect_ready=True,
-                 timeout=360):
-    """One boot; returns a dict of figures (None where not measurable) + artefact paths."""
+                 timeout=360, cdrom=None):
+    """One boot; returns a dict of figures (None where not measurable) + artefact paths.
+    First boots of a variant whose agent creates the admin user also measure boot -> the
+    first SSH login as that user (SshLogin); the guest is told to finish (BENCHGO) once
+    Ready was accepted and that login worked (or the polling gave up)."""
     os.makedirs(workdir, exist_ok=True)
     report_disk = os.path.join(workdir, name + ".report.raw")
     state = {"go": False}
+    poll = expect_ready and variant not in NO_USER and variant != "ours-nopoll"
+    port = h.free_port() if poll else None
+    login = SshLogin(port, ADMIN, _key_copy(workdir), timeout) if poll else None
     with TimedFabric(workdir, scenario(vm_id), name=name + ".fabric") as fab:
 
         def stop_when(f):
             if not state["go"] and os.path.exists(report_disk) and \
-                    (not expect_ready or f.ready_accepted() is not None):
+                    (not expect_ready or f.ready_accepted() is not None) and \
+                    (login is None or login.done):
                 _go(report_disk)
                 state["go"] = True
             return False
 
-        res = h.boot(image, workdir, name, vm_id, fabric=fab, overlay=overlay,
-                     timeout=timeout, stop_when=stop_when, poll=0.2)
+        if login:
+            login.__enter__()
+        try:
+            res = h.boot(image, workdir, name, vm_id, fabric=fab, overlay=overlay,
+                         timeout=timeout, stop_when=stop_when, poll=0.2, hostfwd=port,
+                         cdrom=cdrom)
+        finally:
+            if login:
+                login.__exit__()
         records = fab.records()
         ready_t = fab.ready_accepted()
     out = {"variant": variant, "name": name, "how": res.how, "boot_s": round(res.duration, 2),
            "workdir": workdir, "overlay": res.overlay, "vm_id": vm_id}
+    out["ssh_polled"] = bool(login)
+    out["boot_to_ssh_s"] = round(login.success_t - res.t_start, 3) if login and login.success_t else None
+    out["ready_to_ssh_s"] = (round(login.success_t - ready_t, 3)
+                             if login and login.success_t and ready_t else None)
+    if login:
+        out["ssh_attempts"] = login.attempts
+        if not login.success_t:
+            out["ssh_last_error"] = login.last
     acks = [p for p in h.dhcp_packets(res.pcap) if p["type"] == "ACK"]
     out["boot_to_dhcp_s"] = round(acks[0]["t"] - res.t_start, 3) if acks else None
     out["boot_to_ready_s"] = round(ready_t - res.t_start, 3) if ready_t else None
