@@ -485,13 +485,16 @@ def _write_custom_data(paths, custom):
     for name in (CUSTOM_DATA, USER_DATA):
         path = paths.state(name)
         data = custom.get(name)
+        if data:
+            # 0600 whatever was there; a link, FIFO or socket in the way is
+            # replaced by the rename, a directory refused (state.write_atomic)
+            st.write_atomic(path, data, mode=0o600, keep_mode=False, replace=True)
+            shown.append("%s %d bytes" % (name, len(data)))
+            continue
         try:
-            os.unlink(path)  # a new file gets mode 0600 whatever was there
+            os.unlink(path)  # never followed; a directory in the way is an error naming it
         except FileNotFoundError:
             pass
-        if data:
-            st.write_atomic(path, data, mode=0o600)
-            shown.append("%s %d bytes" % (name, len(data)))
     if shown:
         log.info("custom data written to %s: %s (not executed)" % (st.STATE_DIR, ", ".join(shown)))
     return ", ".join(shown) or "none"

@@ -269,3 +269,36 @@ def test_kvp_pool_that_is_not_a_plain_file_never_blocks_ready(tmp_path, fab, kin
     assert "KVP report not written: cannot open %s: " % pool in procs[2].stderr
     assert snapshot(pool) == before and m.read("elsewhere") == "untouched\n"
     assert len(ready_reports(fab)) == 1
+
+
+# ------------------------------------------------------------ custom data
+
+@ROOT_ONLY
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo", "socket", "directory"])
+def test_obstacle_at_the_user_data_file(tmp_path, kind):
+    """IMDS userData goes to /var/lib/azure-firstboot/user-data (0600): a link,
+    FIFO or socket in its place is replaced by the rename (the file it
+    pointed to, or shared its inode with, keeps its content); a directory
+    fails the step with the real path."""
+    import base64
+
+    with Fabric({"admin_username": "ivy", "user_data": base64.b64encode(b"payload\n").decode()}
+                ).start() as fab:
+        m = user_machine(tmp_path, fab)
+        os.makedirs(m.path(STATE))
+        m.write("etc/important", "keep\n")
+        target = m.path(STATE + "/user-data")
+        plant(target, kind, m.path("etc/important"))
+        before = snapshot(target)
+        procs = m.boot()
+        if kind == "directory":
+            failed_step(fab, procs[2], "(%s)" % target, "user")
+            assert snapshot(target) == before
+        else:
+            assert_ok(procs)
+            with open(target, "rb") as handle:
+                assert handle.read() == b"payload\n"
+            info = os.lstat(target)
+            assert stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and stat.S_IMODE(info.st_mode) == 0o600
+        assert m.read("etc/important") == "keep\n"
+        no_temp_files(m.root)
