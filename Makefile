@@ -102,7 +102,12 @@ rpm: sdist
 # nothing) and the security exposure of each unit, printed for every unit; one gate
 # for all of them (the user unit too: it reads the provisioning medium without
 # mounting it, so it needs neither CAP_SYS_ADMIN nor @mount).
+# The resource-disk unit's gate is its own: it mounts the resource disk and a swap
+# file for the whole system, so it runs as real root with CAP_SYS_ADMIN and no mount
+# namespace (ProtectSystem=, PrivateTmp=, PrivateDevices=, ProtectKernel*= would each
+# keep its mount private), writes sd/blkext block devices (mkfs); no network at all.
 SECURITY_GATE = 2.5
+SECURITY_GATE_RESOURCE_DISK = 4.0
 lint:
 	@test -f $(DEB) -a -f $(RPM) || { echo "lint: run 'make deb rpm' first"; exit 1; }
 	$(PKGENV) lintian --fail-on error,warning --tag-display-limit 0 $(DEB) dist/$(PKG)_$(VERSION).dsc
@@ -119,7 +124,7 @@ lint:
 	  echo "systemd-analyze verify: clean"
 	@fail=0; for u in $(UNITS); do \
 	  score=$$($(PKGENV) systemd-analyze security --offline=true $$u 2>&1 | sed -n 's/.*Overall exposure level for \([^:]*\): \([0-9.]*\).*/\2/p'); \
-	  gate=$(SECURITY_GATE); \
+	  gate=$(SECURITY_GATE); case $$u in *-resource-disk.service) gate=$(SECURITY_GATE_RESOURCE_DISK);; esac; \
 	  echo "security $$(basename $$u): $$score (gate $$gate)"; \
 	  [ -n "$$score" ] && awk "BEGIN{exit !($$score <= $$gate)}" || fail=1; \
 	done; [ $$fail = 0 ] || { echo "security: exposure above the gate"; exit 1; }

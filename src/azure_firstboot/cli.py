@@ -20,6 +20,8 @@ commands:
   hostname       set the host name from IMDS osProfile.computerName, publish it via DHCP
   user           create the admin user from IMDS osProfile.adminUsername, install its SSH keys
   report-ready   report Ready (or ProvisioningFailed) to the WireServer
+  resource-disk  format (only when pristine) and mount the resource disk, swap file
+                 [--dry-run]; every boot, not a provisioning step
   status         show what was done for this VM  [--json] [--wait [--timeout S]]
   deprovision    generalize before capturing an image: remove this agent's state, the
                  machine id, SSH host keys, host name and DHCP leases (name some of
@@ -85,6 +87,22 @@ before each report.  Writes /var/lib/azure-firstboot/provisioned only after
 the WireServer acknowledged Ready.
 Exit status: 0 Ready acknowledged or nothing to do, 1 failure reported or
 reporting failed, 2 usage error.
+""",
+    "resource-disk": """\
+usage: azure-firstboot resource-disk [--dry-run]
+
+Mount the Azure resource (temporary) disk on [resource_disk] mount_point
+(default /mnt), and with swap_size a swap file on it.  It is formatted
+(filesystem, default ext4) only while it is the pristine volume Azure provides:
+NTFS holding nothing but DATALOSS_WARNING_README.txt, or a blank NVMe local
+disk.  A file system already on it is mounted; anything else is left alone.
+Runs on every boot on Azure (azure-firstboot-resource-disk.service).
+
+  --dry-run      only print what it found and would do
+
+Exit status: 0 done or nothing to do (no resource disk, not pristine,
+disabled, not on Azure), 1 a command failed, 2 usage or configuration error
+(the disk is left alone).
 """,
     "status": """\
 usage: azure-firstboot status [--json] [--wait [--timeout S]]
@@ -174,10 +192,12 @@ Exit status: 0 done, 1 refused or something could not be removed, 2 usage error.
 """,
 }
 
-COMMANDS = ("network-wait", "hostname", "user", "report-ready", "status", "deprovision", "check")
+COMMANDS = ("network-wait", "hostname", "user", "report-ready", "resource-disk", "status", "deprovision",
+            "check")
 UNITS = ("network-wait", "hostname", "user", "report-ready")
 COMMAND_FLAGS = {
     "status": ("--json", "--wait"),
+    "resource-disk": ("--dry-run",),
     "deprovision": ("--dry-run", "--machine-id", "--ssh-host-keys", "--hostname", "--leases", "--user",
                     "--all", "--force", "--yes", "-y"),
     "check": ("--json",),
@@ -448,6 +468,10 @@ def main(argv=None):
             from azure_firstboot import check
 
             return check.run(ctx, "--json" in flags)
+        if command == "resource-disk":
+            from azure_firstboot import resource_disk
+
+            return resource_disk.main(ctx, "--dry-run" in flags)
         from azure_firstboot import admin
 
         for problem in problems[:20]:

@@ -80,6 +80,14 @@ def _groups(text):
     return text
 
 
+def _resource_disk(name):
+    def convert(text):
+        from azure_firstboot import resource_disk
+
+        return getattr(resource_disk, name)(text)
+    return convert
+
+
 # section -> key -> (converter, default)
 SCHEMA = {
     "wireserver": {
@@ -102,6 +110,13 @@ SCHEMA = {
         "enabled": (_bool, True),
         "groups": (_groups, ""),
         "sudo": (_bool, True),
+    },
+    "resource_disk": {
+        "enabled": (_bool, True),
+        "mount_point": (_resource_disk("parse_mount_point"), "/mnt"),
+        "filesystem": (_resource_disk("parse_filesystem"), "ext4"),
+        "swap_size": (_resource_disk("parse_size"), 0),
+        "device": (_resource_disk("parse_device"), "auto"),
     },
 }
 

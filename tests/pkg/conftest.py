@@ -17,10 +17,12 @@ PKG = "azure-firstboot"
 # The four units that run the agent (ExecStart=/usr/bin/azure-firstboot <step>) ...
 AGENT_UNITS = ("azure-firstboot-network-wait.service", "azure-firstboot-hostname.service",
                "azure-firstboot-user.service", "azure-firstboot-report-ready.service")
-# ... and the one that regenerates SSH host keys removed by "deprovision" (no Python).
+# ... the one that regenerates SSH host keys removed by "deprovision" (no Python) ...
 SSH_KEYGEN_UNIT = "azure-firstboot-ssh-keygen.service"
-# Every unit the packages ship, enable and must never start.
-UNITS = AGENT_UNITS + (SSH_KEYGEN_UNIT,)
+# ... and the per-boot resource disk unit (agent command "resource-disk", not a step).
+RESOURCE_DISK_UNIT = "azure-firstboot-resource-disk.service"
+# Every unit the packages ship (six), enable and must never start.
+UNITS = AGENT_UNITS + (SSH_KEYGEN_UNIT, RESOURCE_DISK_UNIT)
 # [Install] WantedBy= of each unit (network-wait is part of network-online.target)
 WANTED_BY = {"azure-firstboot-network-wait.service": "network-online.target"}
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from conftest import AGENT_UNITS, PKG, SSH_KEYGEN_UNIT, UNITS, run, version, wants_link
+from conftest import AGENT_UNITS, PKG, RESOURCE_DISK_UNIT, SSH_KEYGEN_UNIT, UNITS, run, version, wants_link
 
 START = re.compile(r"\b(start|restart|try-restart|reload-or-restart|try-reload-or-restart|reload)\b")
 
@@ -79,7 +79,7 @@ def test_cli_runs_with_debian_python3_only_units_verify(chroot, deb):
 
     # the installed units against the image's real systemd units: silent (the ssh-keygen
     # unit needs /usr/bin/ssh-keygen, absent here: test_ssh_keygen_unit_... verifies it)
-    paths = [ch.path("/lib/systemd/system/" + u) for u in AGENT_UNITS]
+    paths = [ch.path("/lib/systemd/system/" + u) for u in AGENT_UNITS + (RESOURCE_DISK_UNIT,)]
     out = run(["systemd-analyze", "verify", "--man=no", "--root=" + ch.root] + paths, check=False)
     assert out.returncode == 0 and out.stdout == "", out.stdout
 

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from conftest import AGENT_UNITS, SSH_KEYGEN_UNIT, SYSPATH, TOP, UNITS
+from conftest import AGENT_UNITS, RESOURCE_DISK_UNIT, SSH_KEYGEN_UNIT, SYSPATH, TOP, UNITS
 
 from azure_firstboot import cli, config
 
@@ -160,6 +160,41 @@ def test_ssh_keygen_unit_conditions_ordering_sandbox():
     assert u["CapabilityBoundingSet"] == [""] and u["NoNewPrivileges"] == ["yes"]
     assert u["ProtectSystem"] == ["strict"] and u["ReadWritePaths"] == ["/etc/ssh"]
     assert "User" not in u and "DynamicUser" not in u   # the keys must belong to root
+
+
+# Options that give a unit its own mount namespace: the resource disk's mount and swap
+# would then stay inside the service.
+MOUNT_NAMESPACE_OPTIONS = ("ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
+                           "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+                           "ProtectControlGroups", "ProtectProc", "ProcSubset", "ProtectHostname",
+                           "PrivateMounts", "ReadOnlyPaths", "ReadWritePaths", "InaccessiblePaths",
+                           "TemporaryFileSystem", "BindPaths", "MountFlags", "RootDirectory")
+
+
+def test_resource_disk_unit_every_boot_off_the_ready_path_sandbox():
+    u = unit(RESOURCE_DISK_UNIT)
+    assert u["ExecStart"] == ["/usr/bin/azure-firstboot resource-disk"]
+    assert "resource-disk" in cli.COMMANDS and "resource-disk" not in cli.UNITS  # not a step
+    assert u["Type"] == ["oneshot"] and u["RemainAfterExit"] == ["yes"]
+    assert u["WantedBy"] == ["multi-user.target"]
+    # every boot on Azure (a redeploy brings a fresh disk to the same VM id): only the
+    # generator's not-azure flag stops it, never the provisioned one
+    assert u["ConditionPathExists"] == ["!/run/azure-firstboot/not-azure"]
+    # off the path to Ready: after report-ready (ordering only), before nothing
+    assert " ".join(u["After"]).split() == ["local-fs.target", "azure-firstboot-report-ready.service"]
+    for key in ("Before", "Wants", "Requires", "Requisite", "BindsTo", "PartOf", "DefaultDependencies"):
+        assert key not in u, key
+    for name in AGENT_UNITS:
+        assert RESOURCE_DISK_UNIT not in " ".join(unit(name).get("After", []) + unit(name).get("Wants", []))
+    # sandbox: the system's mount table (no mount namespace), one capability, no network
+    for key in MOUNT_NAMESPACE_OPTIONS:
+        assert key not in u, key
+    assert u["CapabilityBoundingSet"] == ["CAP_SYS_ADMIN"] and u["NoNewPrivileges"] == ["yes"]
+    assert u["RestrictAddressFamilies"] == ["AF_UNIX"] and u["IPAddressDeny"] == ["any"]
+    assert u["DevicePolicy"] == ["closed"]
+    assert sorted(u["DeviceAllow"]) == ["block-blkext rw", "block-sd rw"]
+    assert "@mount" in u["SystemCallFilter"][0] and "@swap" in u["SystemCallFilter"][0]
+    assert seconds(u["TimeoutStartSec"][0]) > 240 + 3 * 60  # mkfs + mount + mkswap + swapon bounds
 
 
 def test_deprovision_ssh_host_keys_makes_the_keygen_condition_true(tmp_path):
