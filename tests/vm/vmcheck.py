@@ -13,6 +13,7 @@ boot (serial log, pcap, emulator records, guest report) stay in --workdir
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import re
@@ -909,11 +910,170 @@ def su3_password_udf(ctx, res):
         os.path.getsize(boot.overlay) >> 20))
 
 
+# ----------------------------------------------------------------- resource disk (issue 19)
+
+RD_UNIT = "azure-firstboot-resource-disk.service"
+RD_SWAP = 64 << 20
+# QEMU has no VMBus: the "rd" image names the resource disk in its configuration (a
+# virtio-scsi disk with Azure's vendor/model strings is the guest's only SCSI disk)
+RD_CONF = "[resource_disk]\ndevice = /dev/sda\nswap_size = 64M\n"
+
+
+def _rd_config(root, lf):
+    path = os.path.join(root, "etc/azure-firstboot/azure-firstboot.conf")
+    with open(path, "a") as f:
+        f.write("\n" + RD_CONF)
+
+
+def _rd_disk(path, files=("DATALOSS_WARNING_README.txt",), size=256 << 20):
+    """A resource disk as Azure hands it over: an MBR with one NTFS partition (type 7)
+    from 1 MiB, made by ntfs-3g's mkntfs, holding ``files`` in its root."""
+    part = path + ".part"
+    with open(part, "wb") as f:
+        f.truncate(size - (1 << 20))
+    env = dict(os.environ, PATH=h.SYSPATH + ":" + os.environ.get("PATH", ""))
+    h._run(["mkntfs", "-F", "-Q", "-q", "-p", "2048", "-L", "Temporary Storage", part], env=env)
+    src = path + ".warning"
+    with open(src, "w") as f:
+        f.write("WARNING: THIS IS A TEMPORARY DISK.\n")
+    for name in files:
+        h._run(["ntfscp", "-f", part, src, "/" + name], env=env)
+    sectors = (size >> 9) - 2048
+    entry = bytes([0, 0, 0, 0, 0x07, 0, 0, 0]) + (2048).to_bytes(4, "little") + sectors.to_bytes(4, "little")
+    mbr = bytearray(512)
+    mbr[440:444] = os.urandom(4)
+    mbr[446:462] = entry
+    mbr[510:512] = b"\x55\xaa"
+    with open(path, "wb") as out, open(part, "rb") as inp:
+        out.write(bytes(mbr) + bytes((1 << 20) - 512))
+        shutil.copyfileobj(inp, out, 1 << 20)
+    os.unlink(part)
+    os.unlink(src)
+    return path
+
+
+def _rd_qemu(disk):
+    return ["-device", "virtio-scsi-pci,id=scsi0",
+            "-drive", "file=%s,if=none,id=rd0,format=raw,cache=unsafe" % disk,
+            "-device", "scsi-hd,drive=rd0,bus=scsi0.0,channel=0,scsi-id=0,lun=0,"
+                       "vendor=Msft,product=Virtual Disk"]
+
+
+def _rd_state(rep):
+    """(file system, UUID, mount point) of /dev/sda1 from the guest's lsblk."""
+    for line in (rep.get("lsblk") or "").splitlines():
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        if fields.get("NAME") == "sda1":
+            return fields.get("FSTYPE"), fields.get("UUID"), fields.get("MOUNTPOINT")
+    return None, None, None
+
+
+def _rd_unit_ok(res, boot, label):
+    d = (boot.report or {}).get("resource_disk_unit") or {}
+    res.check(d.get("Result") == "success" and d.get("ActiveState") == "active"
+              and d.get("ExecMainStatus") == "0",
+              "%s: %s: %s/%s Result=%s status=%s\n%s" % (
+                  label, RD_UNIT, d.get("ActiveState"), d.get("SubState"), d.get("Result"),
+                  d.get("ExecMainStatus"), (boot.report or {}).get("resource_disk_journal", "")[-1500:]))
+    return d
+
+
+def _rd_formatted(res, boot, label, formatted):
+    rep = boot.report or {}
+    journal = rep.get("resource_disk_journal") or ""
+    fs, fs_uuid, mp = _rd_state(rep)
+    res.check(fs == "ext4" and mp == "/mnt", "%s: /dev/sda1 is %s on %s (lsblk: %s)" % (
+        label, fs, mp, rep.get("lsblk", "")[-400:]))
+    res.check(("formatted /dev/sda1 as ext4" in journal) == formatted,
+              "%s: expected %s, journal:\n%s" % (label, "a format" if formatted else "no format",
+                                                 journal[-1500:]))
+    swaps = rep.get("swaps") or ""
+    res.check("/mnt/swapfile" in swaps, "%s: swap file not active: %s" % (label, swaps))
+    return fs_uuid
+
+
+def sr1_resource_disk(ctx, res):
+    """Boot 1 (first boot): Azure's pristine NTFS disk is formatted, mounted on /mnt, a
+    64 MiB swap file active, after Ready. Boot 2 (reboot): the same file system only
+    mounted. Boot 3 (redeploy: same VM id, OS disk kept, a fresh pristine disk):
+    formatted again."""
+    if "rd" not in ctx.images:
+        res.skipped = "no rd image: %s" % ctx.images_error.get("rd")
+        return
+    img = ctx.images["rd"]
+    wd = os.path.join(ctx.workdir, "r1-resource-disk")
+    os.makedirs(wd, exist_ok=True)
+    disk = _rd_disk(os.path.join(wd, "resource1.raw"))
+    sc = scen("vmcheck-rd")
+    boot = run_boot(ctx, res, "r1-resource-disk", sc, image=img, extra=_rd_qemu(disk))
+    provisioned(res, boot, sc, dhcp=False)
+    if not boot.report:
+        return
+    d = _rd_unit_ok(res, boot, "boot 1")
+    first = _rd_formatted(res, boot, "boot 1", True)
+    # never on the path to Ready: it started after report-ready was done
+    ready = ((boot.report.get("units") or {}).get("azure-firstboot-report-ready.service") or {})
+    res.check(usec(d, "ExecMainStartTimestampMonotonic") >= usec(ready, "ActiveEnterTimestampMonotonic") > 0,
+              "resource disk started at %.2f s, report-ready done at %.2f s" % (
+                  usec(d, "ExecMainStartTimestampMonotonic"), usec(ready, "ActiveEnterTimestampMonotonic")))
+    res.note("boot 1: formatted, mounted, swap (%s)" % first)
+
+    ov = h.copy_overlay(boot.overlay, os.path.join(wd, "reboot.qcow2"))
+    boot2 = run_boot(ctx, res, "r1-reboot", dict(sc), vm_id=sc["vm_id"], overlay=ov, image=img,
+                     extra=_rd_qemu(disk))
+    if not guest_ok(res, boot2):
+        return
+    _rd_unit_ok(res, boot2, "boot 2")
+    second = _rd_formatted(res, boot2, "boot 2", False)
+    res.check(second == first, "reboot: file system %s, first boot made %s" % (second, first))
+    res.check("mounting the existing ext4" in (boot2.report.get("resource_disk_journal") or ""),
+              "reboot: no 'mounting the existing ext4' line")
+
+    fresh = _rd_disk(os.path.join(wd, "resource2.raw"))
+    ov3 = h.copy_overlay(boot2.overlay, os.path.join(wd, "redeploy.qcow2"))
+    boot3 = run_boot(ctx, res, "r1-redeploy", dict(sc), vm_id=sc["vm_id"], overlay=ov3, image=img,
+                     extra=_rd_qemu(fresh))
+    if not guest_ok(res, boot3):
+        return
+    _rd_unit_ok(res, boot3, "boot 3")
+    third = _rd_formatted(res, boot3, "boot 3", True)
+    res.check(third and third != first, "redeploy: file system %s, before %s" % (third, first))
+    res.note("reboot kept %s; redeploy made %s" % (first, third))
+
+
+def sr2_resource_disk_with_data(ctx, res):
+    """An NTFS resource disk holding a user file besides the warning: never formatted,
+    not mounted, one line saying why; the unit and provisioning succeed."""
+    if "rd" not in ctx.images:
+        res.skipped = "no rd image: %s" % ctx.images_error.get("rd")
+        return
+    wd = os.path.join(ctx.workdir, "r2-resource-disk-data")
+    os.makedirs(wd, exist_ok=True)
+    disk = _rd_disk(os.path.join(wd, "data.raw"), ("DATALOSS_WARNING_README.txt", "important.db"))
+    with open(disk, "rb") as f:
+        before = hashlib.sha256(f.read()).hexdigest()
+    sc = scen("vmcheck-rd-data")
+    boot = run_boot(ctx, res, "r2-resource-disk-data", sc, image=ctx.images["rd"], extra=_rd_qemu(disk))
+    provisioned(res, boot, sc, dhcp=False)
+    if not boot.report:
+        return
+    _rd_unit_ok(res, boot, "data disk")
+    journal = boot.report.get("resource_disk_journal") or ""
+    lines = [l for l in journal.splitlines() if "NOT formatted" in l]
+    res.check(len(lines) == 1 and "holds important.db" in lines[0],
+              "expected one 'NOT formatted ... holds important.db' line:\n%s" % journal[-1500:])
+    fs, _, mp = _rd_state(boot.report)
+    res.check(fs == "ntfs" and not mp, "/dev/sda1 is %s on %r" % (fs, mp))
+    res.check("/mnt/swapfile" not in (boot.report.get("swaps") or ""), "swap on a disk left alone")
+    with open(disk, "rb") as f:
+        res.check(hashlib.sha256(f.read()).hexdigest() == before, "the data disk was written to")
+
+
 def missing_tools():
     if os.geteuid() != 0:
         return "needs root (debootstrap, chroot, dpkg in the image)"
     path = h.SYSPATH + ":" + os.environ.get("PATH", "")
-    for tool in ("qemu-system-x86_64", "qemu-img", "debootstrap", "socat", "mkfs.ext4"):
+    for tool in ("qemu-system-x86_64", "qemu-img", "debootstrap", "socat", "mkfs.ext4", "mkntfs", "ntfscp"):
         if not shutil.which(tool, path=path):
             return "%s not installed (see .ci/apt-packages)" % tool
     return None
@@ -954,10 +1114,13 @@ SCENARIOS = [
     ("u1", "admin user: ssh with the key, sudo -n", su1_ssh_key_sudo),
     ("u2", "hostile admin user name", su2_hostile_user),
     ("u3", "password from a UDF ovf-env.xml medium", su3_password_udf),
+    # the resource disk (issue 19): r = resource disk
+    ("r1", "resource disk: format, reboot, redeploy, swap", sr1_resource_disk),
+    ("r2", "resource disk with a user file: kept", sr2_resource_disk_with_data),
 ]
 # long scenarios first, so the two workers finish together
-ORDER = ["1", "4", "6", "13", "u3", "u1", "2", "3", "14", "15", "9", "17", "10", "16", "11", "12",
-         "5", "7a", "7b", "7c", "8", "u2"]
+ORDER = ["1", "r1", "4", "6", "13", "u3", "u1", "2", "3", "14", "15", "9", "17", "10", "16", "11", "12",
+         "5", "7a", "7b", "7c", "8", "u2", "r2"]
 
 
 def main(argv=None):
@@ -1000,6 +1163,7 @@ def main(argv=None):
     # host keys kept: sshd is up long before the user step, which must then make the
     # running sshd apply its drop-in (SIGHUP); the other images make sshd wait for keygen
     extra.append(("keys", ("u1",), dict(deprovision=("--machine-id", "--hostname"))))
+    extra.append(("rd", ("r1", "r2"), dict(customize=_rd_config, tag="rd")))
     todo = [(k, kw) for k, sids, kw in extra if any(s in want for s in sids)]
 
     def build(item):
