@@ -55,6 +55,13 @@ def test_install_replaces_waagent_enables_units_starts_nothing(chroot, deb):
     assert "/etc/azure-firstboot/azure-firstboot.conf" in conffiles
     assert os.path.isfile(ch.path("/usr/share/man/man8/azure-firstboot.8.gz"))
     assert os.path.isfile(ch.path("/lib/systemd/system-preset/90-azure-firstboot.preset"))
+    # waagent's udev rules went with it; ours (Azure's disk names, VFs unmanaged,
+    # product_uuid) are there, and the networkd file for the VFs
+    assert not os.path.exists(ch.path("/lib/udev/rules.d/66-azure-storage.rules"))
+    for rules in ("81-azure-firstboot-disk.rules", "81-azure-firstboot-sriov.rules",
+                  "99-azure-firstboot-product-uuid.rules"):
+        assert os.path.isfile(ch.path("/lib/udev/rules.d/" + rules)), rules
+    assert os.path.isfile(ch.path("/lib/systemd/network/01-azure-firstboot-unmanaged-sriov.network"))
     assert ch.dangling_symlinks() == set()
 
 

@@ -9,6 +9,10 @@ from conftest import PKG, UNITS, run, wants_link
 RPM_FILES = ["/usr/lib/systemd/system/" + u for u in UNITS] + [
     "/usr/lib/systemd/system-preset/90-azure-firstboot.preset",
     "/usr/lib/systemd/system-generators/azure-firstboot-generator",
+    "/usr/lib/udev/rules.d/81-azure-firstboot-disk.rules",
+    "/usr/lib/udev/rules.d/81-azure-firstboot-sriov.rules",
+    "/usr/lib/udev/rules.d/99-azure-firstboot-product-uuid.rules",
+    "/usr/lib/systemd/network/01-azure-firstboot-unmanaged-sriov.network",
     "/etc/azure-firstboot/azure-firstboot.conf",
     "/usr/share/man/man8/azure-firstboot.8.gz",
     "/usr/bin/azure-firstboot",
@@ -29,6 +33,7 @@ def test_rpm_contents_relationships_scriptlets(rpm):
     assert flags["/etc/azure-firstboot/azure-firstboot.conf"] == "cn"   # %config(noreplace)
 
     assert query(rpm, "--conflicts").split() == ["WALinuxAgent"]
+    assert query(rpm, "--recommends").split() == ["azure-vm-utils"]
     requires = query(rpm, "--requires").splitlines()
     assert "python3" in requires and "/usr/bin/python3" in requires
     versioned = [r for r in requires if re.search(r"python\(abi\)|python3\.\d|python3 *[<>=]", r)]
