@@ -204,32 +204,6 @@ OTHER_AGENTS = (
      ("cloud-init-local.service", "cloud-init.service", "cloud-config.service", "cloud-final.service"),
      "apt purge cloud-init / dnf remove cloud-init", "/etc/cloud/cloud-init.disabled"),
 )
-UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
-
-
-def other_agents(paths):
-    """One warning per other provisioning agent still installed or enabled in
-    the tree under ``paths`` (checked by file presence only: no package
-    manager, no systemctl, so it works under --root too)."""
-    warnings = []
-    for name, programs, units, remedy, disabled_by in OTHER_AGENTS:
-        found = [p for p in programs if os.path.lexists(paths(p))]
-        links = sorted("/etc/systemd/system/%s/%s" % (os.path.basename(wants), unit)
-                       for unit in units
-                       for wants in _entries(paths, "/etc/systemd/system", "*.wants")
-                       if os.path.lexists(os.path.join(
-                           paths("/etc/systemd/system/" + os.path.basename(wants)), unit)))
-        if disabled_by and os.path.lexists(paths(disabled_by)):
-            links = []
-        if found:
-            warnings.append("%s is still installed (%s)%s: VMs made from this image would run it too; "
-                            "remove it (%s)" % (name, found[0], " and enabled" if links else "", remedy))
-        elif links:
-            warnings.append("%s is not installed but still enabled (%s): purge its leftovers (%s)" % (
-                name, links[0], remedy))
-    return warnings
-
-
 def ask(question):
     """Ask on the terminal; True only for an explicit yes."""
     import sys

@@ -281,3 +281,19 @@ def test_build_user_says_which_or_why_not(tmp_path, monkeypatch, sudo_user, foun
     assert got == found
     assert (reason is None) if why is None else (why in reason)
     assert "under --root" in admin.build_user(Paths(str(tmp_path)), [])[1]
+
+
+def test_root_is_a_boundary(tmp_path):
+    """A directory of the tree symlinked out of it (absolute and relative) is read as a
+    chroot would: the good network files outside are not the image's."""
+    outside = tmp_path / "outside"
+    image_tree.write(str(outside), {"09-azure-primary.network": EX("systemd-networkd/09-azure-primary.network")})
+    root = image(tmp_path, {"etc/systemd/network/09-azure-primary.network": None,
+                            "etc/systemd/network/09-azure-secondary.network": None})
+    os.symlink(str(outside), os.path.join(root, "etc/systemd/network"))
+    proc = run(root, "check")
+    assert proc.returncode == 1 and "network: no DHCP configuration" in proc.stdout
+    os.unlink(os.path.join(root, "etc/systemd/network"))
+    os.symlink(os.path.relpath(str(outside), os.path.join(root, "etc/systemd")),
+               os.path.join(root, "etc/systemd/network"))
+    assert "network: no DHCP configuration" in run(root, "check").stdout

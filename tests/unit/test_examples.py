@@ -182,3 +182,21 @@ def json_text(doc):
     import json
 
     return json.dumps(doc)
+
+
+def test_packer_commands_shown_pass_only_declared_variables():
+    """Every `packer build -var NAME=...` in the guide and the template's own comment
+    names a variable the template declares, and sets every one without a default."""
+    declared = set(re.findall(r'^variable "(\w+)"', read(PACKER), re.M))
+    required = set(n for n in declared
+                   if not re.search(r'variable "%s" \{[^}]*\bdefault\b' % n, read(PACKER)))
+    texts = [read(os.path.join(TOP, "docs", "image-building.md")), read(PACKER)]
+    builds = []
+    for text in texts:
+        joined = re.sub(r"\\\n#?\s*", " ", text)
+        builds += re.findall(r"packer build ([^\n]*)", joined)
+    assert len(builds) >= 2
+    for line in builds:
+        names = set(re.findall(r"-var (\w+)=", line))
+        assert names <= declared, names - declared
+        assert required <= names, required - names
