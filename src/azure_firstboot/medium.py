@@ -554,14 +554,14 @@ def read_file(read, size, name=OVF_NAME, limit=FILE_MAX):
             return _Udf(reader).lookup(parts, limit)
         except MediumError as exc:
             udf_error = exc
-        except (struct.error, IndexError, ValueError) as exc:
+        except (struct.error, IndexError, ValueError, OverflowError) as exc:
             udf_error = MediumError("UDF: malformed structure (%s)" % exc)
     if b"CD001" in ids:
         try:
             return _iso(reader, parts, limit)
         except MediumError as exc:
             raise udf_error or exc
-        except (struct.error, IndexError, ValueError) as exc:
+        except (struct.error, IndexError, ValueError, OverflowError) as exc:
             raise udf_error or MediumError("ISO 9660: malformed structure (%s)" % exc)
     if udf_error is not None:
         raise udf_error
