@@ -29,6 +29,7 @@ MEDIA_WAIT = medium.MEDIA_WAIT  # seconds to wait for a drive when a password is
 FILE_MAX = 1024 * 1024
 CUSTOM_DATA = "custom-data"     # ovf-env.xml CustomData, decoded, in the state directory
 USER_DATA = "user-data"         # IMDS compute.userData, decoded
+OVF_RECORD = "ovf-env"          # in the run directory: ovf-env.xml without its secrets
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
@@ -432,7 +433,23 @@ def _read_medium(paths, wait):
     except ValueError as exc:
         raise Failure("%s on %s" % (exc, device))
     log.info("read ovf-env.xml (%d bytes) from %s" % (len(data), device))
+    _remember_ovf(paths, ovf, device)
     return ovf, device, ""
+
+
+def _remember_ovf(paths, ovf, device):
+    """/run/azure-firstboot/ovf-env: what ovf-env.xml said, minus the password
+    and the custom data, for this boot's other steps (the medium is ejected
+    when this step ends, and only this unit may open the drive)."""
+    flag = {True: "true", False: "false", None: ""}
+    st.write_record(paths.run(OVF_RECORD), {
+        "device": device, "hostname": ovf.hostname or "", "username": ovf.username or "",
+        "password": "set" if ovf.password else "none",
+        "disable_ssh_password_auth": flag[ovf.disable_ssh_password_auth],
+        "keys": len(ovf.keys), "custom_data": "set" if ovf.custom_data else "none",
+        "preprovisioned": flag[ovf.preprovisioned],
+        "preprovisioned_type": ovf.preprovisioned_type or "",
+    }, durable=False)
 
 
 def _eject_read():

@@ -328,6 +328,9 @@ def test_password_and_custom_data_from_a_medium_image_under_root(tmp_path, kind)
             assert handle.read() == b"user data \x00\xff"
         assert mode(state + "custom-data") == 0o600 and mode(state + "user-data") == 0o600
         assert not os.path.exists("/tmp/custom-data-ran")
+        record = m.read("run/azure-firstboot/ovf-env")
+        assert "hostname=myvm\n" in record and "username=erin\n" in record
+        assert "password=set\n" in record and "pa ss" not in record and "custom_data=set\n" in record
         assert "custom-data %d bytes, user-data 12 bytes" % len(script) in m.read("var/lib/azure-firstboot/user.result")
     with Fabric({"admin_username": "erin", "disable_password_authentication": "false",
                  "public_keys": []}).start() as fab:
