@@ -334,9 +334,10 @@ def sudoers_text(username, nopasswd):
 
 
 def sshd_dropin_text(password_auth):
+    value = "yes" if password_auth else "no"
     return ("# Written by azure-firstboot(8): password logins as the VM was created "
             "(IMDS disablePasswordAuthentication).\nPasswordAuthentication %s\n"
-            % ("yes" if password_auth else "no"))
+            "KbdInteractiveAuthentication %s\n" % (value, value))
 
 
 def sshd_reads_dropins(config):

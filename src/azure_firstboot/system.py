@@ -203,8 +203,9 @@ def reload_sshd(pid_files=SSHD_PID_FILES):
     without a systemctl process and a reload job that report-ready, ordered
     after ssh.service, would wait for: ~0.9 s of the first boot under TCG).
     Its "sshd -t" is left out on purpose: this sshd passed that check (or its
-    own at start) before the one change since, our drop-in of a single
-    PasswordAuthentication line, which is valid everywhere, also inside Match.
+    own at start) before the one change since, our drop-in of a
+    PasswordAuthentication and a KbdInteractiveAuthentication line, valid
+    everywhere, also inside Match.
     Returns one line for the record."""
     import _signal
 

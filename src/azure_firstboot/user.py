@@ -159,6 +159,8 @@ def provision(ctx):
             name, " (password logins were asked for, but no provisioning medium carried one)"
             if spec.password_auth else ""))
 
+    sshd_plan = _sshd_plan(paths, spec.password_auth)
+
     # ---- everything is valid: act
     root = [] if paths.is_host else ["--root", os.path.abspath(paths.root)]
     _reconcile_created(paths)
@@ -199,7 +201,7 @@ def provision(ctx):
     if problem:
         raise Failure(problem)
     sudo = _sudoers(ctx, name, nopasswd=password is None)
-    sshd = _sshd(paths, spec.password_auth)
+    sshd = _sshd(paths, spec.password_auth, sshd_plan)
     custom_shown = _write_custom_data(paths, custom)
     details = dict(user=name, uid=uid, created="no" if existing else "yes",
                    groups=",".join(groups) or "none", keys=sum(len(v) for v in by_path.values()),
@@ -394,17 +396,38 @@ def _sudoers(ctx, name, nopasswd):
                        "" if visudo else " (no visudo to check it)")
 
 
-def _sshd(paths, password_auth):
+def _sshd_plan(paths, password_auth):
+    """Before anything is changed: (drop-in text or None, what to record
+    when nothing is written, whether the drop-in decides).  Failure when the
+    setting asked for would not take effect (sshd.verdict on the effective
+    order of sshd_config)."""
+    from azure_firstboot import sshd
+
     config = st.read_text(paths(accounts.SSHD_CONFIG), FILE_MAX)
     setting = "PasswordAuthentication %s" % ("yes" if password_auth else "no")
     if config is None:
-        return "no %s" % accounts.SSHD_CONFIG
-    if not accounts.sshd_reads_dropins(config):
-        log.warning("%s does not include %s: %s not set (the file is left alone)" % (
-            accounts.SSHD_CONFIG, accounts.SSHD_DROPIN_DIR, setting))
-        return "left alone (no Include of %s)" % accounts.SSHD_DROPIN_DIR
+        return None, "no %s" % accounts.SSHD_CONFIG, False
     text = accounts.sshd_dropin_text(password_auth)
-    where = "%s in %s" % (setting, accounts.SSHD_DROPIN)
+    order = _sshd_order(paths, config, text)
+    failure, ours, notes = sshd.verdict(order, accounts.SSHD_DROPIN, password_auth)
+    for note in notes:
+        log.warning("sshd: %s" % note)
+    if failure:
+        raise Failure(failure)
+    if accounts.SSHD_DROPIN not in order.read:
+        log.warning("sshd does not read %s (%s includes no such file): %s not set (left alone)" % (
+            accounts.SSHD_DROPIN, accounts.SSHD_CONFIG, setting))
+        return None, "left alone (%s is not included)" % accounts.SSHD_DROPIN, False
+    return text, None, ours
+
+
+def _sshd(paths, password_auth, plan):
+    """Write the drop-in the plan says sshd reads; reload sshd."""
+    text, note, ours = plan
+    if text is None:
+        return note
+    setting = "PasswordAuthentication %s" % ("yes" if password_auth else "no")
+    where = "%s in %s%s" % (setting, accounts.SSHD_DROPIN, "" if ours else " (decided earlier)")
     dropin = paths.own(accounts.SSHD_DROPIN)
     if st.read_text(dropin, FILE_MAX, own=True) == text:
         return where + " (unchanged)"
@@ -412,6 +435,39 @@ def _sshd(paths, password_auth):
     if not paths.is_host:
         return where
     return "%s; %s" % (where, system.reload_sshd())
+
+
+def _sshd_order(paths, config, dropin_text):
+    """sshd.evaluate on the files of the tree as they will be with the
+    drop-in written: read what it asks for (bounded), ask again."""
+    import errno
+
+    from azure_firstboot import sshd
+
+    files = {sshd.MAIN: config, accounts.SSHD_DROPIN: dropin_text}
+    listings = {}
+    keywords = ("passwordauthentication", "kbdinteractiveauthentication")
+    for _ in range(2 * sshd.MAX_DEPTH + 4):
+        result = sshd.evaluate(files, listings, keywords)
+        if result.problem or not result.needs:
+            return result
+        for kind, path in sorted(result.needs):
+            if kind == "f":
+                try:
+                    files[path] = st.read_text(paths(path), sshd.MAX_SIZE)
+                except OSError as exc:
+                    files[path] = None if exc.errno in (errno.ENOENT, errno.ENOTDIR) else \
+                        sshd.Unreadable(st.describe(exc))
+                continue
+            try:
+                names = os.listdir(paths(path))
+            except OSError:
+                names = None
+            if path == accounts.SSHD_DROPIN_DIR:
+                names = sorted(set(names or ()) | {os.path.basename(accounts.SSHD_DROPIN)})
+            listings[path] = names
+    result.problem = "Include too deep or too many files"
+    return result
 
 
 # --------------------------------------------------------------- the medium
@@ -465,17 +521,17 @@ def _eject_read():
 
 
 def _medium_password(ovf, device, name):
-    """The UserPassword of ovf-env.xml, or None (with a warning) when there
-    is none; Failure for an unusable one.  ``device``: where it came from,
+    """The UserPassword of ovf-env.xml; Failure when there is none (Ready
+    only when true: password logins were asked for) or it is unusable.  ``device``: where it came from,
     or why there is no medium."""
     if ovf is None:
-        log.warning("password logins were asked for, but no provisioning medium with "
-                    "ovf-env.xml was found (%s): no password set" % device)
-        return None
+        raise Failure("password logins were asked for (disablePasswordAuthentication false), but no "
+                      "provisioning medium with ovf-env.xml was found (%s): no password could be set"
+                      % device)
     password = ovf.password
     if not password:
-        log.warning("ovf-env.xml on %s carries no UserPassword: no password set" % device)
-        return None
+        raise Failure("password logins were asked for (disablePasswordAuthentication false), but "
+                      "ovf-env.xml on %s carries no UserPassword: no password could be set" % device)
     problem = accounts.password_problem(password)
     if problem:
         raise Failure(problem)

@@ -221,8 +221,8 @@ def test_passwd_login_defs_groups_useradd_defaults():
 def test_file_texts():
     assert accounts.sudoers_text("alice", True).endswith("\nalice ALL=(ALL:ALL) NOPASSWD: ALL\n")
     assert accounts.sudoers_text("alice", False).endswith("\nalice ALL=(ALL:ALL) ALL\n")
-    assert accounts.sshd_dropin_text(True).endswith("\nPasswordAuthentication yes\n")
-    assert accounts.sshd_dropin_text(False).endswith("\nPasswordAuthentication no\n")
+    assert accounts.sshd_dropin_text(True).endswith("\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\n")
+    assert accounts.sshd_dropin_text(False).endswith("\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
     assert accounts.sshd_reads_dropins("Include /etc/ssh/sshd_config.d/*.conf\nPort 22\n")
     assert accounts.sshd_reads_dropins("include sshd_config.d/*.conf\n")
     assert not accounts.sshd_reads_dropins("#Include /etc/ssh/sshd_config.d/*.conf\n")

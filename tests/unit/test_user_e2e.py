@@ -265,18 +265,13 @@ def test_symlink_planted_in_the_home_is_not_followed(tmp_path, planted):
 # ------------------------------------------------------------- configuration
 
 def test_password_logins_without_a_medium_under_root(tmp_path):
-    with Fabric({"admin_username": "erin", "disable_password_authentication": "false"}).start() as fab:
-        m = user_machine(tmp_path, fab)
-        procs = m.boot()
-        assert_ok(procs)
-        assert "no provisioning medium with ovf-env.xml was found (no %s/dev/sr* image file)" % (
-            m.root) in procs[2].stderr
-        assert "PasswordAuthentication yes\n" in m.read("etc/ssh/sshd_config.d/50-azure-firstboot.conf")
-        assert m.shadow("erin") == "*"
-    with Fabric({"admin_username": "erin", "disable_password_authentication": "false",
-                 "public_keys": []}).start() as fab:
-        m = user_machine(tmp_path / "nokey", fab)
-        assert_failed(m, fab, m.boot(), "no provisioning medium carried one", user="erin")
+    # Ready only when true: a password was asked for and none could be set
+    for keys, sub in (([TEST_PUBLIC_KEY], "keys"), ([], "nokey")):
+        with Fabric({"admin_username": "erin", "disable_password_authentication": "false",
+                     "public_keys": keys}).start() as fab:
+            m = user_machine(tmp_path / sub, fab)
+            assert_failed(m, fab, m.boot(), "no provisioning medium with ovf-env.xml was found (no %s/dev/sr* "
+                          "image file): no password could be set" % m.root, user="erin")
 
 
 OVF_ENV = """<?xml version="1.0" encoding="utf-8"?>
@@ -360,7 +355,9 @@ def test_hostile_or_broken_medium_images(tmp_path):
             handle.write(b"\xff" * 100000)
         os.symlink("/etc/shadow", m.path("dev/sr1"))
         procs = m.boot()
-        assert_ok(procs)  # a key is there; the password is not
+        # a key is there, the password is not: Ready only when true
+        assert_failed(m, fab, procs, "password logins were asked for", user="erin")
+        assert "no password could be set" in procs[2].stderr
         out = procs[2].stdout + procs[2].stderr
         assert "sr0: neither UDF nor ISO 9660" in out
         assert "sr1: " in out and "Traceback" not in out
@@ -374,12 +371,13 @@ def test_hostile_or_broken_medium_images(tmp_path):
 def test_sudo_off_disabled_step_and_sshd_without_include(tmp_path):
     with Fabric({"admin_username": "frank"}).start() as fab:
         m = user_machine(tmp_path, fab, user__sudo="no")
-        m.write("etc/ssh/sshd_config", "PasswordAuthentication yes\n")
+        m.write("etc/ssh/sshd_config", "PasswordAuthentication no\n")
         procs = m.boot()
         assert_ok(procs)
         assert os.listdir(m.path("etc/sudoers.d")) == []
-        assert "does not include /etc/ssh/sshd_config.d" in procs[2].stderr
-        assert m.read("etc/ssh/sshd_config") == "PasswordAuthentication yes\n"
+        assert "sshd does not read /etc/ssh/sshd_config.d/50-azure-firstboot.conf" in procs[2].stderr
+        assert "sshd already takes PasswordAuthentication no from /etc/ssh/sshd_config:1" in procs[2].stderr
+        assert m.read("etc/ssh/sshd_config") == "PasswordAuthentication no\n"
         assert os.listdir(m.path("etc/ssh/sshd_config.d")) == []
     with Fabric({"admin_username": "frank"}).start() as fab:
         m = user_machine(tmp_path / "off", fab, user__enabled="no")
