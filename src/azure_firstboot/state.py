@@ -380,7 +380,7 @@ def write_atomic(path, data, mode=0o644, durable=True, keep_mode=True, owner=Non
         problem = _not_ours(info, shown, links=False)  # a rename never writes through a link
         if problem and not (replace and not stat.S_ISDIR(info.st_mode)):
             raise _problem(problem.errno, problem.strerror + "; not replaced", shown)
-        if keep_mode and not problem:
+        if keep_mode and not problem and info.st_nlink == 1:  # not the mode of another file
             mode = info.st_mode & 0o7777
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:

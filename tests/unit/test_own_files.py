@@ -88,9 +88,12 @@ def test_write_atomic_refuses_what_is_in_the_way(tmp_path, kind):
     path, outside = plant(tmp_path, kind)
     before = snapshot(path)
     if kind in ("missing", "regular", "hardlink"):  # a rename never writes through a link
+        os.chmod(outside, 0o640)
         st.write_atomic(path, b"new\n", mode=0o600)
         with open(path, "rb") as handle:
             assert handle.read() == b"new\n"
+        if kind == "hardlink":  # the mode of the other file is not taken over
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and os.stat(path).st_nlink == 1
     else:
         with pytest.raises(OSError) as info:
             st.write_atomic(path, b"new\n")
