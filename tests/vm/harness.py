@@ -567,7 +567,7 @@ def prune_images(keep, max_age=3600):
     still boot an older one). Tagged images (bench variants) are their owner's business."""
     keep = set(os.path.dirname(i.disk) for i in keep)
     for d in glob.glob(os.path.join(cache_root(), "img-*")):
-        if d in keep or not re.match(r"img-(networkd|ifupdown|nm)(-trixie)?(-grub|-efi)?-[0-9a-f]{16}$",
+        if d in keep or not re.match(r"img-(networkd|ifupdown|nm)(-trixie)?(-grub|-efi|-azdev-[0-9a-f]{8})?-[0-9a-f]{16}$",
                                      os.path.basename(d)):
             continue
         try:

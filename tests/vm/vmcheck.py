@@ -27,7 +27,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-BOOT_TIMEOUT = 300  # hard limit per boot (s)
+BOOT_TIMEOUT = int(os.environ.get("VM_BOOT_TIMEOUT", "300"))  # hard limit per boot (s)
 
 
 # ----------------------------------------------------------------- helpers
@@ -1067,6 +1067,98 @@ def sr2_resource_disk_with_data(ctx, res):
     res.check("/mnt/swapfile" not in (boot.report.get("swaps") or ""), "swap on a disk left alone")
     with open(disk, "rb") as f:
         res.check(hashlib.sha256(f.read()).hexdigest() == before, "the data disk was written to")
+# a1: the package's udev rules on devices QEMU can show. QEMU has no VMBus and no
+# Mellanox/MANA VF, so the first step of each rule (which controller a disk hangs on,
+# whether a NIC is a bonded VF; tested against Azure's sysfs in
+# tests/unit/test_udev_rules.py) is stood in for by a test-only rule that sets the same
+# property for the PCI slots below; everything after it runs as on Azure: the Msft /
+# Virtual Disk match on scsi_id's answer, the LUN from the SCSI address, the links for the
+# disk and its partition, and the VF's marks as networkd, udev and wait-online see them.
+AZ_SCSI_SLOT, AZ_VF_SLOT = "0x10", "0x11"
+AZ_STANDINS = (
+    "# vm-check only (never shipped): QEMU devices standing in for Azure's\n"
+    "# virtio-scsi controller at 00:10.0 = VMBus SCSI controller 1 (data disks)\n"
+    'SUBSYSTEM=="block", KERNELS=="0000:00:10.0", ENV{AZURE_FIRSTBOOT_SCSI}="scsi1"\n'
+    "# virtio-net at 00:11.0 (the first NIC's MAC address) = a VF bonded to hv_netvsc\n"
+    'SUBSYSTEM=="net", ACTION!="remove", KERNELS=="0000:00:11.0", ENV{AZURE_FIRSTBOOT_SRIOV_VF}="1"\n')
+
+
+def _az_standins(root, logfile):
+    path = os.path.join(root, "etc/udev/rules.d/70-vmcheck-azure-standins.rules")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(AZ_STANDINS)
+
+
+def _mbr_disk(path, size=16 << 20):
+    """A raw disk with an MBR and one Linux partition (no file system), so udev names
+    the partition too."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        start, count = 2048, size // 512 - 2048
+        entry = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + start.to_bytes(4, "little") \
+            + count.to_bytes(4, "little")
+        f.seek(446)
+        f.write(entry + bytes(48) + b"\x55\xaa")
+
+
+def sa1_azure_devices(ctx, res):
+    """Data disks as Msft Virtual Disks on SCSI controller 1 (LUN 3, with a partition) next
+    to a QEMU disk (LUN 4), a second NIC with the first one's MAC address marked as a VF
+    and attached to nothing (no DHCP ever), DMI ids of an Azure VM."""
+    if "azdev" not in ctx.images:
+        res.skipped = "no image: %s" % ctx.images_error.get("azdev")
+        return
+    sc = scen("vmcheck-azdev")
+    name = "a1-azure-devices"
+    wd = os.path.join(ctx.workdir, name)
+    os.makedirs(wd, exist_ok=True)
+    _mbr_disk(os.path.join(wd, "lun3.raw"))
+    _mbr_disk(os.path.join(wd, "lun4.raw"))
+    extra = ["-device", "virtio-scsi-pci,id=azscsi1,addr=%s" % AZ_SCSI_SLOT]
+    for lun, vendor, product in ((3, "Msft", "Virtual Disk"), (4, "QEMU", "QEMU HARDDISK")):
+        extra += ["-drive", "file=%s,if=none,id=lun%d,format=raw,cache=unsafe"
+                  % (os.path.join(wd, "lun%d.raw" % lun), lun),
+                  "-device", "scsi-hd,drive=lun%d,bus=azscsi1.0,channel=0,scsi-id=0,lun=%d,"
+                  "vendor=%s,product=%s" % (lun, lun, vendor, product)]
+    extra += ["-netdev", "hubport,id=vf0,hubid=9",
+              "-device", "virtio-net-pci,netdev=vf0,mac=52:54:00:12:34:56,addr=%s" % AZ_VF_SLOT,
+              "-smbios", "type=1,manufacturer=Microsoft Corporation,product=Virtual Machine"]
+    boot = run_boot(ctx, res, name, sc, image=ctx.images["azdev"], extra=extra)
+    provisioned(res, boot, sc)
+    rep = boot.report
+    if not rep:
+        return
+    # exactly the Msft disk at LUN 3 and its partition (the QEMU disk at LUN 4 has no
+    # name; which of the two the kernel calls sda is not fixed)
+    links = rep.get("azure_links") or {}
+    disk = links.get("data/by-lun/3", "?")
+    res.check(links == {"data/by-lun/3": disk, "data/by-lun/3-part1": disk + "1",
+                        "scsi1/lun3": disk, "scsi1/lun3-part1": disk + "1"}
+              and disk.startswith("sd"), "/dev/disk/azure links: %s" % links)
+    vf = [n for n, props in (rep.get("net_udev") or {}).items()
+          if "ID_PATH=pci-0000:00:11.0" in props]
+    if res.check(len(vf) == 1, "no NIC at 00:11.0 in %s" % sorted(rep.get("net_udev") or {})):
+        props = rep["net_udev"][vf[0]]
+        for mark in ("ID_NET_MANAGED_BY=unmanaged", "NM_UNMANAGED=1",
+                     "AZURE_FIRSTBOOT_UNMANAGED_SRIOV=1"):
+            res.check(mark in props.splitlines(), "%s: no %s" % (vf[0], mark))
+        state = [l.split() for l in (rep.get("networkctl") or "").splitlines()
+                 if len(l.split()) > 4 and l.split()[1] == vf[0]]
+        res.check(state and state[0][4] == "unmanaged",
+                  "networkctl says %s: %s" % (vf[0], state or rep.get("networkctl")))
+        others = [n for n in rep["net_udev"] if n != vf[0]]
+        res.check(others and all("NM_UNMANAGED" not in rep["net_udev"][n] for n in others),
+                  "the synthetic NIC is marked too")
+    # network-online did not wait for the VF (it never gets a lease: wait-online would
+    # hold it for 2 min and fail)
+    wo = (rep.get("targets") or {}).get("systemd-networkd-wait-online.service", {})
+    took = usec(wo, "ActiveEnterTimestampMonotonic") - usec(wo, "ExecMainStartTimestampMonotonic")
+    res.check(wo.get("Result") == "success" and 0 <= took < 60,
+              "systemd-networkd-wait-online: %s after %.1f s" % (wo.get("Result"), took))
+    res.note("wait-online took %.1f s" % took)
+    res.check(rep.get("product_uuid_mode") == "444",
+              "product_uuid mode %s" % rep.get("product_uuid_mode"))
 
 
 def missing_tools():
@@ -1117,10 +1209,12 @@ SCENARIOS = [
     # the resource disk (issue 19): r = resource disk
     ("r1", "resource disk: format, reboot, redeploy, swap", sr1_resource_disk),
     ("r2", "resource disk with a user file: kept", sr2_resource_disk_with_data),
+    # what waagent's package carried besides provisioning (issue 19): a = Azure devices
+    ("a1", "udev: Azure disk names, VF unmanaged", sa1_azure_devices),
 ]
 # long scenarios first, so the two workers finish together
 ORDER = ["1", "r1", "4", "6", "13", "u3", "u1", "2", "3", "14", "15", "9", "17", "10", "16", "11", "12",
-         "5", "7a", "7b", "7c", "8", "u2", "r2"]
+         "5", "7a", "7b", "7c", "8", "u2", "r2", "a1"]
 
 
 def main(argv=None):
@@ -1164,6 +1258,9 @@ def main(argv=None):
     # running sshd apply its drop-in (SIGHUP); the other images make sshd wait for keygen
     extra.append(("keys", ("u1",), dict(deprovision=("--machine-id", "--hostname"))))
     extra.append(("rd", ("r1", "r2"), dict(customize=_rd_config, tag="rd")))
+    # the stand-in rules are not part of build_image's cache key: their hash is, in the tag
+    extra.append(("azdev", ("a1",), dict(customize=_az_standins, tag="azdev-" + hashlib.sha1(
+        AZ_STANDINS.encode()).hexdigest()[:8])))
     todo = [(k, kw) for k, sids, kw in extra if any(s in want for s in sids)]
 
     def build(item):
