@@ -181,6 +181,8 @@ def base_extra(suite="bookworm", variant="networkd"):
     extra = []
     if variant == "nm":
         extra.append("network-manager")
+    if variant == "selinux":  # Debian's SELinux: the reference policy, enforcing (scenario u4)
+        extra += ["selinux-basics", "selinux-policy-default"]
     if suite == "trixie":
         extra.append("grub-efi-amd64-bin")
     return tuple(extra)
@@ -356,6 +358,8 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
                     _chroot(root, ["azure-firstboot", "deprovision"] + list(deprovision), lf)
             if customize:
                 customize(root, lf)
+            if variant == "selinux":
+                _selinux_label(root, lf)
             try:
                 with open(os.path.join(root, "etc/hostname")) as f:
                     etc_hostname = f.read().strip()
@@ -539,8 +543,11 @@ def _used(img):
 
 
 def _variant(root, variant, lf):
-    if variant == "networkd":
+    if variant in ("networkd", "selinux"):
         _chroot(root, ["dpkg", "--purge", "ifupdown", "isc-dhcp-client", "isc-dhcp-common"], lf)
+        if variant == "selinux":  # boot it with SELINUX_APPEND; labelled last (_selinux_label)
+            with open(os.path.join(root, "etc/selinux/config"), "w") as f:
+                f.write("SELINUX=enforcing\nSELINUXTYPE=default\n")
     elif variant == "ifupdown":
         _chroot(root, ["systemctl", "disable", "systemd-networkd.service",
                        "systemd-networkd.socket", "systemd-networkd-wait-online.service"], lf)
@@ -561,13 +568,35 @@ def _variant(root, variant, lf):
         raise ValueError("unknown variant %r" % variant)
 
 
+# The kernel command line of the SELinux variant: Debian's kernel has SELinux built in
+# but AppArmor as its default major LSM.
+SELINUX_APPEND = "security=selinux selinux=1 enforcing=1"
+
+
+def _selinux_label(root, lf):
+    """Label the whole tree as the policy says, at build time (what the first boot's
+    autorelabel would do, without its extra boot): setfiles in the chroot writes
+    security.selinux xattrs, which mkfs.ext4 -d copies into the file system."""
+    fc = "/etc/selinux/default/contexts/files/file_contexts"
+    # setfiles sets each label through /proc/self/fd: /proc in the chroot, mounted in a
+    # mount namespace of this one command (gone with it, nothing on the host)
+    _run(["unshare", "--mount-proc=" + os.path.join(root, "proc"), "chroot", root,
+          "/usr/bin/env", "-i", "PATH=" + SYSPATH, "LC_ALL=C",
+          "setfiles", "-F", "-e", "/proc", "-e", "/sys", "-e", "/dev", fc, "/"], logf=lf)
+    for stale in (".autorelabel",):
+        try:
+            os.unlink(os.path.join(root, stale))
+        except FileNotFoundError:
+            pass
+
+
 def prune_images(keep, max_age=3600):
     """Remove untagged cached images (img-<variant>-<key>, ~700 MB each; every new .deb
     makes new ones) not in keep and unused for max_age seconds (a concurrent run may
     still boot an older one). Tagged images (bench variants) are their owner's business."""
     keep = set(os.path.dirname(i.disk) for i in keep)
     for d in glob.glob(os.path.join(cache_root(), "img-*")):
-        if d in keep or not re.match(r"img-(networkd|ifupdown|nm)(-trixie)?(-grub|-efi|-azdev-[0-9a-f]{8})?-[0-9a-f]{16}$",
+        if d in keep or not re.match(r"img-(networkd|ifupdown|nm|selinux)(-trixie)?(-grub|-efi|-azdev-[0-9a-f]{8})?-[0-9a-f]{16}$",
                                      os.path.basename(d)):
             continue
         try:
