@@ -181,7 +181,7 @@ def base_extra(suite="bookworm", variant="networkd"):
     extra = []
     if variant == "nm":
         extra.append("network-manager")
-    if variant == "selinux":  # Debian's SELinux: the reference policy, enforcing (scenario u4)
+    if variant == "selinux":  # Debian's SELinux: the reference policy, enforcing (scenario se1)
         extra += ["selinux-basics", "selinux-policy-default"]
     if suite == "trixie":
         extra.append("grub-efi-amd64-bin")
