@@ -295,7 +295,8 @@ DEPROVISION_ARGS = ("--machine-id", "--ssh-host-keys", "--hostname")
 
 
 def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
-                customize=None, tag="", layout="whole", instrument=True, suite="bookworm"):
+                customize=None, tag="", layout="whole", instrument=True, suite="bookworm",
+                key_files=()):
     """Bootable image = base tree + variant + vm-report + deb (dpkg -i) + deprovision.
 
     variant: "networkd" (systemd-networkd DHCP), "ifupdown" (ifupdown + ISC dhclient) or
@@ -305,6 +306,7 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
     deprovision: argv after ``azure-firstboot deprovision`` (None: skip).
     customize: optional callable(root, logfile) run last (bench variants); pass a
     distinct ``tag`` with it, as the callable is not part of the cache key.
+    key_files: files whose bytes are part of the cache key (what customize uses).
     layout: "whole" (ext4 on the whole disk, booted with -kernel/-initrd, root=/dev/vda)
     or "mbr-grub" (MBR partition + GRUB in the MBR gap, boots through the BIOS like an
     image builder's image; root=/dev/vda1) or "gpt-efi" (GPT, an EFI system partition
@@ -318,7 +320,7 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
     key = _hash(base.key, LAYER_VERSION, variant, _file_bytes(deb) if deb else "nodeb",
                 json.dumps(list(deprovision) if deprovision is not None else None),
                 tag, _file_bytes(os.path.abspath(__file__)), layout, str(instrument), suite,
-                *guest)
+                *(guest + [_file_bytes(f) for f in key_files]))
     if layout in ("mbr-grub", "gpt-efi"):
         tag = (tag + "-" if tag else "") + {"mbr-grub": "grub", "gpt-efi": "efi"}[layout]
     if suite != "bookworm":
@@ -596,7 +598,7 @@ def prune_images(keep, max_age=3600):
     still boot an older one). Tagged images (bench variants) are their owner's business."""
     keep = set(os.path.dirname(i.disk) for i in keep)
     for d in glob.glob(os.path.join(cache_root(), "img-*")):
-        if d in keep or not re.match(r"img-(networkd|ifupdown|nm|selinux)(-trixie)?(-grub|-efi|-azdev-[0-9a-f]{8})?-[0-9a-f]{16}$",
+        if d in keep or not re.match(r"img-(networkd|ifupdown|nm|selinux)(-trixie)?(-grub|-efi|-azdev-[0-9a-f]{8}|-generalize)?-[0-9a-f]{16}$",
                                      os.path.basename(d)):
             continue
         try:
@@ -745,10 +747,11 @@ def copy_overlay(src, dst):
 def qemu_argv(image, overlay, vm_id, serial_log, pcap=None, report_disk=None,
               ws_port=None, imds_port=None, asset_tag=ASSET_TAG, machine=None, smp=None,
               mem=1024, tap=None, mac="52:54:00:12:34:56", append=None, disk_if="virtio",
-              firmware=None, extra=(), hostfwd=None, cdrom=None):
+              firmware=None, extra=(), hostfwd=None, cdrom=None, net_opts=""):
     """hostfwd: host port on 127.0.0.1 forwarded to the guest's port 22 (user-mode
     networking; restrict=on still holds for the guest's own traffic).
-    cdrom: a raw image attached as a CD-ROM drive (/dev/sr0), read-only."""
+    cdrom: a raw image attached as a CD-ROM drive (/dev/sr0), read-only.
+    net_opts: more options of the user-mode netdev (",ipv4=on,ipv6=on")."""
     machine = machine or os.environ.get("VM_MACHINE", "q35")
     smp = smp or int(os.environ.get("VM_SMP", "1"))
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", machine, "-m", str(mem),
@@ -775,7 +778,7 @@ def qemu_argv(image, overlay, vm_id, serial_log, pcap=None, report_disk=None,
             nd += ",guestfwd=tcp:%s:80-cmd:socat - TCP:127.0.0.1:%d" % (IMDS_IP, imds_port)
         if hostfwd:
             nd += ",hostfwd=tcp:127.0.0.1:%d-:22" % hostfwd
-        argv += ["-netdev", nd]
+        argv += ["-netdev", nd + net_opts]
     argv += ["-device", "virtio-net-pci,netdev=n0,mac=%s" % mac]
     if pcap:
         argv += ["-object", "filter-dump,id=f0,netdev=n0,file=%s" % pcap]

@@ -1212,6 +1212,117 @@ def sa1_azure_devices(ctx, res):
               "product_uuid mode %s" % rep.get("product_uuid_mode"))
 
 
+# ------------------------------------------------- the image recipe (issue 20)
+
+GENERALIZE = os.path.join(h.REPO, "examples", "generalize.sh")
+NETWORK_EXAMPLES = sorted(os.path.join(d, n) for d, _, ns in os.walk(os.path.join(h.REPO, "examples", "network"))
+                          for n in ns)
+# QEMU has no Hyper-V synthetic NIC: its NICs are virtio_net. A test-only drop-in
+# lets the installed files (untouched, still Driver=hv_netvsc) match them too
+# (systemd.network: Driver= lists of a drop-in are merged into the file's).
+QEMU_DRIVER_DROPIN = "[Match]\nDriver=virtio_net\n"
+
+
+def generalize_image(deb):
+    """The networkd base made into an image by examples/generalize.sh, run as an image
+    builder runs it (in the build VM's root, here a chroot; no sudo, so no build user),
+    with the driver drop-ins above. generalize.sh ends with "azure-firstboot check":
+    the build fails unless the check passes in the image."""
+    def customize(root, lf):
+        shutil.copy(deb, os.path.join(root, "tmp", os.path.basename(deb)))
+        shutil.copy(GENERALIZE, os.path.join(root, "tmp", "generalize.sh"))
+        h._chroot(root, ["env", "PACKAGE=/tmp/" + os.path.basename(deb), "sh", "/tmp/generalize.sh"], lf)
+        for name in ("09-azure-primary.network", "09-azure-secondary.network"):
+            d = os.path.join(root, "etc/systemd/network", name + ".d")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "qemu-virtio.conf"), "w") as f:
+                f.write(QEMU_DRIVER_DROPIN)
+    return h.build_image("networkd", deb=None, deprovision=None, customize=customize, tag="generalize",
+                         key_files=[deb, GENERALIZE] + NETWORK_EXAMPLES)
+
+
+def host_check(root):
+    """azure-firstboot check --root on a tree, from this checkout (files only)."""
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-m", "azure_firstboot", "--root", root, "check", "--json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(h.REPO, "src")))
+    return p.returncode, p.stdout, p.stderr
+
+
+# what a booted, provisioned VM has by design (check is for an image before capture)
+BOOTED = {"machine-id", "host-keys", "state", "leases", "sudoers", "build-user"}
+
+
+def sn1_generalized_two_nics(ctx, res):
+    """An image made by examples/generalize.sh, booted with two NICs and IPv6 (QEMU user
+    networking, ipv4=on,ipv6=on, restrict=on): both NICs up and configured by the example
+    files, the primary preferred (route metrics), IMDS/WireServer through it, an IPv6
+    address and the preferred IPv6 default route on it, Ready; check passes for everything
+    an image carries and fails on the untouched base tree."""
+    if "generalize" not in ctx.images:
+        res.skipped = "no generalize image: %s" % ctx.images_error.get("generalize")
+        return
+    # the untouched base image: host-side check on the base tree (no boot)
+    base = h.base_image("bookworm", h.base_extra("bookworm", "networkd"))
+    rc, out, err = host_check(base.root)
+    res.check(rc == 1 and '"ready": false' in out, "check on the base tree: rc %s %s %s" % (rc, out[:300], err[:300]))
+    if rc == 1:
+        failed = sorted(set(p["check"] for p in json.loads(out)["problems"]))
+        res.check({"units", "network"} <= set(failed), "base tree: failed checks %s" % failed)
+        res.note("base tree fails: %s" % ", ".join(failed))
+    sc = scen("vmcheck-2nic")
+    # two NICs and IPv6: a slower boot than 1's; the hard limit is doubled
+    boot = run_boot(ctx, res, "n1-generalize-2nic", sc, image=ctx.images["generalize"],
+                    timeout=2 * BOOT_TIMEOUT, net_opts=",ipv4=on,ipv6=on",
+                    extra=["-netdev", "user,id=n1,restrict=on,ipv4=on,ipv6=on",
+                           "-device", "virtio-net-pci,netdev=n1,mac=52:54:00:12:34:57"])
+    provisioned(res, boot, sc)
+    rep = boot.report or {}
+    if not rep:
+        return
+    links = rep.get("ip_link") or ""
+    for nic in ("eth0", "eth1"):
+        res.check(re.search(r"^\d+: %s: <[^>]*\bUP\b" % nic, links, re.M), "%s is not up: %s" % (nic, links[:400]))
+    addrs = rep.get("ip_addr") or ""
+    res.check(re.search(r"^\d+: eth1\s+inet 10\.0\.2\.", addrs, re.M), "eth1 has no DHCP address: %s" % addrs)
+    # QEMU's user networking with restrict=on sends no router and no DNS option in its
+    # DHCP answers (the guest is meant to reach nothing but the guestfwd addresses): the
+    # IPv4 metrics show on the DHCP prefix routes, the default routes on IPv6 (RA)
+    routes = rep.get("ip_route") or ""
+    for nic, metric in (("eth0", "100"), ("eth1", "200")):
+        res.check(re.search(r"^\S+ dev %s proto kernel scope link src \S+ metric %s" % (nic, metric), routes, re.M),
+                  "no DHCP route on %s with metric %s: %s" % (nic, metric, routes[:400]))
+    for addr, out in sorted((rep.get("route_get") or {}).items()):
+        res.check(" dev eth0 " in out, "%s is not reached through eth0: %s" % (addr, out.strip()))
+    v6 = rep.get("ip6_addr") or ""
+    # QEMU advertises fec0::/64 (scope "site"); Azure a global prefix
+    res.check(re.search(r"^\d+: eth0\s+inet6 (?!fe80)[0-9a-f:]+/64 scope (global|site) dynamic", v6, re.M),
+              "no IPv6 address from router advertisements on eth0: %s" % v6[:400])
+    v6r = rep.get("ip6_route") or ""
+    v6defaults = re.findall(r"^default via \S+ dev (\S+) proto ra metric (\d+)", v6r, re.M)
+    res.check(sorted(v6defaults) == [("eth0", "100"), ("eth1", "200")],
+              "IPv6 default routes (dev, metric): %s" % v6defaults)
+    nctl = rep.get("networkctl_status") or ""
+    for nic, name in (("eth0", "09-azure-primary.network"), ("eth1", "09-azure-secondary.network")):
+        res.check(re.search(r"\d+: %s\s*\n(?:.*\n)*?\s+Network File: /etc/systemd/network/%s" % (nic, name), nctl),
+                  "%s is not configured by %s: %s" % (nic, name, nctl[:600]))
+    res.check(nctl.count("State: routable (configured)") == 2, "not both NICs configured: %s" % nctl[:600])
+    # check inside the booted image: what an image carries passes; only what a booted
+    # and provisioned VM has by design fails
+    cj = rep.get("check_json") or {}
+    try:
+        problems = json.loads(cj.get("out") or "")["problems"]
+    except ValueError:
+        problems = None
+    res.check(problems is not None, "azure-firstboot check --json in the guest: %s" % cj)
+    if problems is not None:
+        wrong = [p for p in problems if p["check"] not in BOOTED]
+        res.check(not wrong, "check in the guest: %s" % wrong)
+        res.note("guest check: only %s" % ", ".join(sorted(set(p["check"] for p in problems))))
+
+
 def missing_tools():
     if os.geteuid() != 0:
         return "needs root (debootstrap, chroot, dpkg in the image)"
@@ -1263,10 +1374,12 @@ SCENARIOS = [
     # what waagent's package carried besides provisioning (issue 19): a = Azure devices
     ("a1", "udev: Azure disk names, VF unmanaged", sa1_azure_devices),
     ("se1", "SELinux enforcing: ssh with the key", sse1_selinux_enforcing),
+    # the image recipe (issue 20): n = network
+    ("n1", "generalize.sh image, 2 NICs + IPv6", sn1_generalized_two_nics),
 ]
 # long scenarios first, so the two workers finish together
 ORDER = ["1", "r1", "4", "6", "13", "u3", "u1", "se1", "2", "3", "14", "15", "9", "17", "10", "16", "11", "12",
-         "5", "7a", "7b", "7c", "8", "u2", "r2", "a1"]
+         "n1", "5", "7a", "7b", "7c", "8", "u2", "r2", "a1"]
 
 
 def main(argv=None):
@@ -1317,11 +1430,16 @@ def main(argv=None):
     extra.append(("selinux", ("se1",), dict(variant="selinux",
                                             deprovision=("--machine-id", "--hostname"))))
     todo = [(k, kw) for k, sids, kw in extra if any(s in want for s in sids)]
+    if "n1" in want:
+        todo.append(("generalize", dict(special=generalize_image)))
 
     def build(item):
         k, kw = item
         kw = dict(kw)
         try:
+            if "special" in kw:
+                images[k] = kw["special"](os.path.abspath(deb))
+                return
             images[k] = h.build_image(kw.pop("variant", "networkd"), deb=os.path.abspath(deb),
                                       **kw)
         except Exception as e:
