@@ -18,7 +18,9 @@ import os
 
 from azure_firstboot import accounts, state as st
 
-# our units, as the preset enables them
+# our units, as the preset enables them (its own list when the tree has it)
+PRESETS = ("/usr/lib/systemd/system-preset/90-azure-firstboot.preset",
+           "/lib/systemd/system-preset/90-azure-firstboot.preset")
 OUR_UNITS = ("azure-firstboot-network-wait.service", "azure-firstboot-hostname.service",
              "azure-firstboot-user.service", "azure-firstboot-report-ready.service",
              "azure-firstboot-ssh-keygen.service")
@@ -152,6 +154,8 @@ def gather(paths, config_problems=(), sudo_user=None):
             exists(program)
         if disabled_by:
             exists(disabled_by)
+    for path in PRESETS:
+        read(path)
     for path in (SSHD, "/usr/sbin/netplan", "/sbin/ifup", "/usr/sbin/ifup", "/usr/sbin/NetworkManager",
                  "/usr/lib/systemd/systemd-networkd", "/lib/systemd/systemd-networkd"):
         exists(path)
@@ -222,8 +226,20 @@ def _agents(snap):
     return out
 
 
+def our_units(snap):
+    """The units the package's preset enables (OUR_UNITS without a preset)."""
+    for path in PRESETS:
+        text = snap.text(path)
+        if text is not None:
+            units = [w[1] for w in (l.split() for l in text.splitlines())
+                     if len(w) == 2 and w[0] == "enable" and w[1].startswith("azure-firstboot-")]
+            if units:
+                return units
+    return list(OUR_UNITS)
+
+
 def _units(snap):
-    missing = [u for u in OUR_UNITS if not unit_enabled(snap, u)]
+    missing = [u for u in our_units(snap) if not unit_enabled(snap, u)]
     if not missing:
         return []
     return [("units", "%s not enabled: run 'systemctl preset %s' (installing the package does it)"

@@ -297,3 +297,19 @@ def test_root_is_a_boundary(tmp_path):
     os.symlink(os.path.relpath(str(outside), os.path.join(root, "etc/systemd")),
                os.path.join(root, "etc/systemd/network"))
     assert "network: no DHCP configuration" in run(root, "check").stdout
+
+
+def test_units_are_the_presets_when_the_tree_has_it(tmp_path):
+    with open(os.path.join(TOP, "systemd", "90-azure-firstboot.preset")) as f:
+        preset = f.read()
+    wanted = [l.split()[1] for l in preset.splitlines() if l.startswith("enable ")]
+    extra = [u for u in wanted if u not in image_tree.UNITS]
+    root = image(tmp_path, {"usr/lib/systemd/system-preset/90-azure-firstboot.preset": preset})
+    proc = run(root, "check")
+    if not extra:
+        assert proc.returncode == 0, proc.stdout
+        return
+    assert proc.returncode == 1 and proc.stdout.startswith("units: %s not enabled" % ", ".join(extra))
+    links = {"etc/systemd/system/multi-user.target.wants/" + u: ("->", "/lib/systemd/system/" + u) for u in extra}
+    image_tree.write(root, links)
+    assert run(root, "check").returncode == 0
