@@ -854,7 +854,7 @@ def su2_hostile_user(ctx, res):
     res.check(len(failed) == 1, "expected one accepted ProvisioningFailed, got %d" % len(failed))
     if failed:
         d = failed[-1]["report"].get("description") or ""
-        res.check("|reason=user: " in d and "portable user name" in d, "reason: %r" % d)
+        res.check("|reason=user: " in d and "other than letters" in d, "reason: %r" % d)
         res.note("reason: %s" % d[:120])
     res.check(not accepted_ready(boot.records), "Ready reported for a hostile user name")
     rep = boot.report
@@ -1321,6 +1321,111 @@ def sn1_generalized_two_nics(ctx, res):
         wrong = [p for p in problems if p["check"] not in BOOTED]
         res.check(not wrong, "check in the guest: %s" % wrong)
         res.note("guest check: only %s" % ", ".join(sorted(set(p["check"] for p in problems))))
+def su4_specialized(ctx, res):
+    """A specialized VM (an attached OS disk: createOption Attach, blank osProfile): Ready,
+    the marker written, no user created, the host name untouched, one line per step."""
+    sc = scen("vmcheck-specialized", specialized=True)
+    boot = run_boot(ctx, res, "u4-specialized", sc)
+    if not guest_ok(res, boot):
+        return
+    rd = accepted_ready(boot.records)
+    res.check(len(rd) == 1, "expected exactly one accepted Ready, got %d" % len(rd))
+    res.check(not [p for p in health_posts(boot.records) if p["report"]
+                   and p["report"]["substatus"] == "ProvisioningFailed"], "a failure was reported")
+    units_succeeded(res, boot)
+    rep = boot.report
+    res.check(rep["hostname"] == ctx.deprovisioned_hostname,
+              "hostname is %r, the image's is %r" % (rep["hostname"], ctx.deprovisioned_hostname))
+    res.check(ADMIN_COMMENT not in (rep.get("passwd") or ""), "an admin user was created")
+    res.check(not (rep.get("sudoers_d") or {}).get("/etc/sudoers.d/azure-firstboot"),
+              "a sudoers rule was written")
+    st = rep.get("status_json", {})
+    res.check('"provisioned": true' in (st.get("out") or ""),
+              "azure-firstboot status --json does not say provisioned: %s" % st)
+    journal = rep.get("journal") or ""
+    for what in ("host name", "admin user"):
+        lines = [l for l in journal.splitlines() if "%s left alone: specialized VM" % what in l]
+        res.check(len(lines) == 1, "%s: expected one 'left alone' line, got %r" % (what, lines))
+    kvp_and_console(res, boot, ready=True)
+    res.note("Ready; hostname %s and accounts untouched" % rep["hostname"])
+
+
+OVF_ENV_KEYS = """<?xml version="1.0" encoding="utf-8"?>
+<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1"
+ xmlns:wa="http://schemas.microsoft.com/windowsazure">
+<wa:ProvisioningSection><wa:Version>1.0</wa:Version>
+<LinuxProvisioningConfigurationSet xmlns="http://schemas.microsoft.com/windowsazure">
+<ConfigurationSetType>LinuxProvisioningConfiguration</ConfigurationSetType>
+<HostName>%(host)s</HostName><UserName>%(user)s</UserName>
+<DisableSshPasswordAuthentication>true</DisableSshPasswordAuthentication>
+<SSH><PublicKeys><PublicKey><Fingerprint>6BE7A7C3C8A8F4B123CCA5D0C2F1BE4CA7B63ED7</Fingerprint>
+<Path>/home/%(user)s/.ssh/authorized_keys</Path><Value>%(key)s</Value></PublicKey></PublicKeys></SSH>
+</LinuxProvisioningConfigurationSet></wa:ProvisioningSection>
+<wa:PlatformSettingsSection><wa:Version>1.0</wa:Version><wa:PlatformSettings>
+<wa:ProvisionGuestAgent>false</wa:ProvisionGuestAgent></wa:PlatformSettings>
+</wa:PlatformSettingsSection></Environment>
+"""
+IMDS_TIMEOUT = 20  # [imds] timeout of the "imds20" image (default 300)
+
+
+def _imds20(root, logf):
+    """[imds] timeout = 20 in the image's configuration: the fallback to ovf-env.xml in
+    20 s instead of 300."""
+    conf = os.path.join(root, "etc/azure-firstboot/azure-firstboot.conf")
+    with open(conf) as f:
+        text = f.read()
+    at = text.index("[imds]")
+    old = "#timeout = 300\n"
+    i = text.index(old, at)
+    with open(conf, "w") as f:
+        f.write(text[:i] + "timeout = %d\n" % IMDS_TIMEOUT + text[i + len(old):])
+
+
+def su5_no_imds_medium(ctx, res):
+    """IMDS answers 404 throughout: host name, admin user first.last and its key come from
+    ovf-env.xml on a UDF medium; SSH login with the key works."""
+    name = "first.last"
+    sc = scen("vmcheck-imds-name", admin_username="imds-user", imds_forever=404)
+    host = "vmcheck-from-ovf"
+    wd = os.path.join(ctx.workdir, "u5-no-imds-medium")
+    key = _key_copy(wd)
+    with open(TEST_KEY + ".pub") as f:
+        public = f.read().strip()
+    try:
+        medium = h.udf_medium(os.path.join(wd, "ovf-env.udf"), {"ovf-env.xml": (OVF_ENV_KEYS % {
+            "host": host, "user": name, "key": public}).encode()})
+    except RuntimeError as e:
+        res.skipped = "cannot build the UDF medium: %s" % str(e).splitlines()[0]
+        return
+    if "imds20" not in ctx.images:
+        res.skipped = "no imds20 image: %s" % ctx.images_error.get("imds20")
+        return
+    img = ctx.images["imds20"]
+    port = h.free_port()
+    cmd = "id -un; hostname; sudo -n true && echo SUDO-OK; sudo -n " + RELEASE
+    with SshProbe(port, name, cmd, key=key) as probe:
+        boot = run_boot(ctx, res, "u5-no-imds-medium", sc, hostfwd=port, cdrom=medium, image=img,
+                        append=img.append + " vmreport.hold=%d" % HOLD)
+    provisioned(res, boot, dict(sc, computer_name=host), dhcp=False)
+    rc, out = probe.result
+    res.check(rc == 0 and out.split()[:3] == [name, host, "SUDO-OK"],
+              "ssh -i test key %s@ (hostfwd) + sudo -n true: rc=%s after %d attempt(s): %s" % (
+                  name, rc, probe.attempts, out.strip()[-300:]))
+    rep = boot.report or {}
+    res.check(ADMIN_COMMENT in (_admin_line(boot, name) or ""), "no %s account" % name)
+    res.check(_admin_line(boot, "imds-user") is None, "the IMDS-only user was created")
+    imds = [r for r in boot.records if r.get("service") == "imds"]
+    res.check(imds and all(r.get("status") == 404 for r in imds),
+              "IMDS answered something other than 404: %s" % sorted(set(r.get("status") for r in imds)))
+    journal = rep.get("journal") or ""
+    for what in ("host name", "admin user"):
+        res.check("the %s comes from ovf-env.xml" % what in journal,
+                  "no 'the %s comes from ovf-env.xml' in the journal" % what)
+    rd = accepted_ready(boot.records)
+    if rd:
+        res.check(rd[0]["t"] >= IMDS_TIMEOUT, "Ready at %.1f s, before the IMDS wait ended" % rd[0]["t"])
+    res.note("ssh %s@ with the key ok after %d attempt(s); host name from ovf-env.xml" % (
+        name, probe.attempts) if rc == 0 else "ssh failed")
 
 
 def missing_tools():
@@ -1376,10 +1481,13 @@ SCENARIOS = [
     ("se1", "SELinux enforcing: ssh with the key", sse1_selinux_enforcing),
     # the image recipe (issue 20): n = network
     ("n1", "generalize.sh image, 2 NICs + IPv6", sn1_generalized_two_nics),
+    # creation modes and sources (issue 18)
+    ("u4", "specialized disk: Ready, nothing changed", su4_specialized),
+    ("u5", "IMDS 404 + medium: first.last, ssh key", su5_no_imds_medium),
 ]
 # long scenarios first, so the two workers finish together
-ORDER = ["1", "r1", "4", "6", "13", "u3", "u1", "se1", "2", "3", "14", "15", "9", "17", "10", "16", "11", "12",
-         "n1", "5", "7a", "7b", "7c", "8", "u2", "r2", "a1"]
+ORDER = ["1", "r1", "4", "6", "13", "u3", "u5", "u1", "se1", "2", "3", "14", "15", "9", "17", "10", "16",
+         "11", "12", "n1", "5", "7a", "7b", "7c", "8", "u2", "r2", "a1", "u4"]
 
 
 def main(argv=None):
@@ -1429,6 +1537,8 @@ def main(argv=None):
     # Debian 12 + selinux-policy-default, labelled at build time, booted enforcing
     extra.append(("selinux", ("se1",), dict(variant="selinux",
                                             deprovision=("--machine-id", "--hostname"))))
+    # [imds] timeout = 20: the fallback to ovf-env.xml without the 300 s wait
+    extra.append(("imds20", ("u5",), dict(customize=_imds20, tag="imds20")))
     todo = [(k, kw) for k, sids, kw in extra if any(s in want for s in sids)]
     if "n1" in want:
         todo.append(("generalize", dict(special=generalize_image)))
