@@ -1408,7 +1408,8 @@ def su5_no_imds_medium(ctx, res):
                         append=img.append + " vmreport.hold=%d" % HOLD)
     provisioned(res, boot, dict(sc, computer_name=host), dhcp=False)
     rc, out = probe.result
-    res.check(rc == 0 and out.split()[:3] == [name, host, "SUDO-OK"],
+    # (sudo may warn "unable to resolve host": the image's /etc/hosts has no 127.0.1.1 line)
+    res.check(rc == 0 and out.split()[:2] == [name, host] and "SUDO-OK" in out,
               "ssh -i test key %s@ (hostfwd) + sudo -n true: rc=%s after %d attempt(s): %s" % (
                   name, rc, probe.attempts, out.strip()[-300:]))
     rep = boot.report or {}
