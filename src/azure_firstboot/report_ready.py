@@ -104,7 +104,7 @@ def fetch_goal_state(host, port, deadline):
     raise protocol.ProtocolError("no usable goal state: %s" % problem)
 
 
-def report(host, port, deadline, failure, before_post=None):
+def report(host, port, deadline, failure, before_post=None, posted=None):
     """Post the health report until the WireServer accepts it; returns the
     goal state it was built from.  ``failure`` is the Description of a
     failure report (None: Ready).
@@ -121,6 +121,10 @@ def report(host, port, deadline, failure, before_post=None):
     while True:
         try:
             goal_state = fetch_goal_state(host, port, deadline)
+            if failure is None and posted is not None and posted(goal_state):
+                log.info("Ready for incarnation %s was already acknowledged in this boot; "
+                         "not posted again" % goal_state.incarnation)
+                return goal_state
             body = protocol.health_document(goal_state, failure)
             if before_post is not None:
                 before_post()  # the KVP record: the host reads it when the report arrives
@@ -149,6 +153,13 @@ def report(host, port, deadline, failure, before_post=None):
             continue
         # "fail" (a RETRY answer comes back only from the transport's last try: DeadlineExceeded)
         raise protocol.ProtocolError(refused("health report", response.status, response.reason, detail))
+
+
+READY_POSTED = "ready-posted"  # /run/azure-firstboot: "VM-ID INCARNATION" Ready was acknowledged for
+
+
+def _posted_text(state, goal_state):
+    return "%s %s" % (state.vm_id, goal_state.incarnation)
 
 
 def unit_name(step):
@@ -260,7 +271,8 @@ def run(ctx):
         _kvp_report(ctx, failure)  # at once: the host shows it even if the WireServer is unreachable
     try:
         description = None if failure is None else encoded_report(ctx, failure, protocol.DESCRIPTION_MAX)
-        goal_state = report(host, port, deadline, description, lambda: _kvp_report(ctx, failure))
+        goal_state = report(host, port, deadline, description, lambda: _kvp_report(ctx, failure),
+                            lambda gs: state.boot_flag(READY_POSTED) == _posted_text(state, gs))
     except (transport.DeadlineExceeded, transport.TransportError, protocol.ProtocolError) as exc:
         reason = "could not report %s: %s" % (what, exc)
         _kvp_report(ctx, failure or reason)
@@ -274,6 +286,10 @@ def run(ctx):
         log.error("reported ProvisioningFailed (incarnation %s): %s" % (goal_state.incarnation, failure))
         _finish(state, "failed", reason="reported ProvisioningFailed: " + failure, **details)
         return 1
+    try:  # Ready at most once per incarnation: a run after a failed marker sees this
+        state.set_boot_flag(READY_POSTED, _posted_text(state, goal_state))
+    except OSError as exc:
+        log.warning("cannot record that Ready was posted: %s" % describe(exc))
     try:
         state.mark_provisioned(goal_state.incarnation)
     except OSError as exc:

@@ -13,6 +13,8 @@ Per boot (tmpfs):
                                               "started" as its first action, then its result
   /run/azure-firstboot/<step>.lock            flock held while the step runs (one run at a
                                               time; holds the pid of the run that has it)
+  /run/azure-firstboot/ready-posted            "VM-ID INCARNATION" Ready was acknowledged for
+                                              (not posted again in this boot)
   /run/azure-firstboot/endpoint               WireServer address found by network-wait
   /run/azure-firstboot/provisioned            "this VM is already provisioned": lets the
                                               later units skip via ConditionPathExists

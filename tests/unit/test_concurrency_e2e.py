@@ -205,3 +205,27 @@ def test_intent_of_an_account_never_created_is_dropped(tmp_path):
         assert_ok([m.agent(step) for step in ("network-wait", "hostname", "user", "report-ready")])
         # ghost never existed: dropped; bob exists: kept (the record says we made it)
         assert m.read("var/lib/azure-firstboot/user.accounts") == "created=alice bob\n"
+
+
+def test_ready_is_not_posted_again_after_the_marker_failed(tmp_path):
+    # Ready acknowledged, the marker could not be written: a second run in the
+    # same boot must not post Ready for the same incarnation again
+    from test_files_e2e import started, swap_state_dir_for_a_file, wait_for
+
+    with Fabric({"ws_delay": 1.0}).start() as fab:
+        m = UserMachine(tmp_path, fab, user__enabled="no")
+        assert_ok([m.agent("network-wait"), m.agent("hostname"), m.agent("user")])
+        proc = spawn(m, "report-ready")
+        wait_for(started(m, "report-ready"))
+        swap_state_dir_for_a_file(m)
+        code, out, err = finish(proc)
+        assert code == 1 and "the marker could not be written" in err
+        assert len(ready_reports(fab)) == 1
+        # the state directory is back (space freed): run again in this boot
+        os.unlink(m.path("var/lib/azure-firstboot"))
+        os.rename(m.path("var/lib/azure-firstboot.moved"), m.path("var/lib/azure-firstboot"))
+        again = m.agent("report-ready")
+        assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+        assert "not posted again" in again.stdout, again.stdout
+        assert len(ready_reports(fab)) == 1 and len(fab.health_reports()) == 1
+        assert "incarnation=1" in m.read("var/lib/azure-firstboot/provisioned")
