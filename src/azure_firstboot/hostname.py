@@ -82,7 +82,10 @@ def run(ctx):
     try:
         body = transport.imds_instance(ctx.config[("imds", "endpoint")], ctx.config[("imds", "timeout")])
         doc = protocol.parse_imds_document(body)
-    except transport.DeadlineExceeded as exc:
+    except (transport.DeadlineExceeded, transport.ImdsAnswer) as exc:
+        if isinstance(exc, transport.ImdsAnswer) and exc.status != 400:
+            return _fail(state, "cannot get the host name from IMDS: %s" % exc)
+        # no answer in time, or 400: an IMDS that does not know our api-version
         log.warning("IMDS unavailable (%s): the host name comes from ovf-env.xml" % exc)
         doc, (ovf, why) = None, _ovf_env(ctx)
         if ovf is None:

@@ -438,15 +438,24 @@ def imds_instance(endpoint, timeout):
     the one IMDS request of the hostname and user steps: ``Metadata: true``,
     at most 5 requests a second, 404/410 retried as well (IMDS answers them
     for a while after boot) until ``timeout`` seconds have passed.  Raises
-    DeadlineExceeded, TransportError, or protocol.ProtocolError for a final
-    answer other than 200."""
+    DeadlineExceeded, TransportError, or ImdsAnswer (a protocol.ProtocolError)
+    for a final answer other than 200."""
     host, port = protocol.split_endpoint(endpoint)
     response = call(host, port, "GET", protocol.IMDS_INSTANCE_PATH, "IMDS instance metadata",
                     Deadline(timeout), headers=[("Metadata", "true")],
                     retry_statuses=IMDS_RETRY, min_interval=0.2)
     if response.status != 200:
-        raise protocol.ProtocolError("IMDS answered HTTP %d %s" % (response.status, response.reason))
+        raise ImdsAnswer(response.status, response.reason)
     return response.body
+
+
+class ImdsAnswer(protocol.ProtocolError):
+    """IMDS gave a final answer other than 200; ``status`` is its code (400:
+    an IMDS that does not know our api-version, as an older Azure Stack Hub)."""
+
+    def __init__(self, status, reason):
+        protocol.ProtocolError.__init__(self, "IMDS answered HTTP %d %s" % (status, reason))
+        self.status = status
 
 
 def can_connect(host, port, timeout):

@@ -71,10 +71,14 @@ def run(ctx):
 
 def _imds_document(ctx):
     """(the IMDS instance document, None), or (None, what went wrong) when
-    IMDS did not answer within [imds] timeout: then ovf-env.xml is the source."""
+    IMDS did not answer within [imds] timeout, or answered 400 (an IMDS that
+    does not know our api-version): then ovf-env.xml is the source."""
     try:
         body = transport.imds_instance(ctx.config[("imds", "endpoint")], ctx.config[("imds", "timeout")])
-    except transport.DeadlineExceeded as exc:
+    except (transport.DeadlineExceeded, transport.ImdsAnswer) as exc:
+        if isinstance(exc, transport.ImdsAnswer) and exc.status != 400:
+            raise Failure("cannot get the admin user from IMDS: %s" % exc)
+        # no answer in time, or 400: an IMDS that does not know our api-version
         log.warning("IMDS unavailable (%s): the admin user comes from ovf-env.xml" % exc)
         return None, str(exc)
     except transport.TransportError as exc:

@@ -118,7 +118,11 @@ def ovf_env(host="ovfhost", user="first.last", keys=((TEST_PUBLIC_KEY, None),), 
 """ % (host, user, disable, entries, extra))
 
 
-@pytest.mark.parametrize("scenario", [{"imds_forever": 404}, {"imds_refuse_for": 3600}])
+API_400 = [400, {}, '{"error": "Bad request. api-version is invalid or was not specified in the request."}']
+
+
+@pytest.mark.parametrize("scenario", [{"imds_forever": 404}, {"imds_refuse_for": 3600},
+                                      {"imds_forever": API_400}])
 def test_imds_unavailable_the_identity_comes_from_the_medium(tmp_path, scenario):
     with Fabric(dict(scenario, admin_username="imdsuser", computer_name="imdshost")).start() as fab:
         m = user_machine(tmp_path, fab, imds__timeout="2")
@@ -127,7 +131,9 @@ def test_imds_unavailable_the_identity_comes_from_the_medium(tmp_path, scenario)
         assert_ok(procs)
         net, host, user, rr = procs
         for proc, what in ((host, "host name"), (user, "admin user")):
-            assert "IMDS unavailable (IMDS instance metadata: gave up after" in proc.stderr
+            assert ("IMDS unavailable (IMDS answered HTTP 400" if "imds_forever" in scenario and
+                    scenario["imds_forever"] == API_400 else
+                    "IMDS unavailable (IMDS instance metadata: gave up after") in proc.stderr
             assert "the %s comes from ovf-env.xml" % what in proc.stderr
             assert "read ovf-env.xml (" in proc.stdout
         assert "image file" not in user.stdout  # left in the drive for the hostname step
@@ -186,3 +192,15 @@ def test_preprovisioned_in_ovf_env_is_refused(tmp_path):
         assert "pre-provisioning is not supported (ovf-env.xml PreprovisionedVm is true, type 'Savable')" in user.stderr
         assert "pre-provisioning is not supported" in fab.health_reports()[0]["description"]
         assert m.account("alice") is None
+
+
+def test_imds_other_final_answers_still_fail(tmp_path):
+    # only "no answer in time" and 400 (an api-version it does not know) mean unavailable
+    with Fabric({"imds_forever": 403}).start() as fab:
+        m = user_machine(tmp_path, fab, imds__timeout="2")
+        medium_image(m, ovf_env())
+        net, host, user, rr = m.boot()
+        for proc, what in ((host, "host name"), (user, "admin user")):
+            assert proc.returncode == 1
+            assert "cannot get the %s from IMDS: IMDS answered HTTP 403" % what in proc.stderr
+        assert m.account("first.last") is None
