@@ -71,8 +71,11 @@ configuration error (a broken configuration: nothing is changed).
 usage: azure-firstboot user
 
 Create the admin user named by IMDS compute.osProfile.adminUsername and
-install its SSH public keys ([user] enabled, groups, sudo).  A failure is
-recorded for report-ready, which reports it to Azure.
+install its SSH public keys ([user] enabled, groups, sudo).  It fails when
+password logins were asked for and no password could be set, or when an
+earlier line of sshd_config defeats the PasswordAuthentication asked for.  A
+failure is recorded for report-ready, which reports it to Azure.  One run at
+a time: a second one waits up to 30 s for the first (as every step does).
 Exit status: 0 done, disabled or nothing to do, 1 failed, 2 usage or
 configuration error (a broken configuration: nothing is changed).
 """,
