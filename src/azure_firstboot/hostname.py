@@ -86,11 +86,11 @@ def run(ctx):
         if isinstance(exc, transport.ImdsAnswer) and exc.status != 400:
             return _fail(state, "cannot get the host name from IMDS: %s" % exc)
         # no answer in time, or 400: an IMDS that does not know our api-version
-        log.warning("IMDS unavailable (%s): the host name comes from ovf-env.xml" % exc)
         doc, (ovf, why) = None, _ovf_env(ctx)
-        if ovf is None:
+        if ovf is None:  # one line says both
             return _fail(state, "cannot get the host name: IMDS unavailable (%s) and no "
                                 "provisioning medium with ovf-env.xml (%s)" % (exc, why))
+        log.warning("IMDS unavailable (%s): the host name comes from ovf-env.xml" % exc)
     except (transport.TransportError, protocol.ProtocolError) as exc:
         return _fail(state, "cannot get the host name from IMDS: %s" % exc)
     ids = {}  # for report-ready's KVP record: the id in Azure's byte order (protocol.azure_vm_id)

@@ -79,7 +79,6 @@ def _imds_document(ctx):
         if isinstance(exc, transport.ImdsAnswer) and exc.status != 400:
             raise Failure("cannot get the admin user from IMDS: %s" % exc)
         # no answer in time, or 400: an IMDS that does not know our api-version
-        log.warning("IMDS unavailable (%s): the admin user comes from ovf-env.xml" % exc)
         return None, str(exc)
     except transport.TransportError as exc:
         raise Failure("cannot get the admin user from IMDS: %s" % exc)
@@ -99,9 +98,10 @@ def _identity(ctx):
     doc, imds_problem = _imds_document(ctx)
     ovf, device, why = _read_medium(paths, MEDIA_WAIT if doc is None else 0.0)
     if doc is None:
-        if ovf is None:
+        if ovf is None:  # one line says both
             raise Failure("cannot get the admin user: IMDS unavailable (%s) and no provisioning "
                           "medium with ovf-env.xml (%s)" % (imds_problem, why))
+        log.warning("IMDS unavailable (%s): the admin user comes from ovf-env.xml" % imds_problem)
         # the hostname step may still need the medium: the platform ejects it after Ready
         _READ[:] = []
     for attempt in (0, 1):
