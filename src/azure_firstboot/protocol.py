@@ -63,6 +63,36 @@ def _trie(fields):
     return root
 
 
+def _parser():
+    """An expat parser that refuses any DOCTYPE or entity declaration (the one
+    setup of every XML reader here; expat is cheap to import, no tree built)."""
+    from xml.parsers import expat
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = _refuse
+    parser.EntityDeclHandler = _refuse
+    parser.UnparsedEntityDeclHandler = _refuse
+    parser.ExternalEntityRefHandler = _refuse
+    return parser
+
+
+def _parse(parser, data, start, end, chars):
+    """Feed ``data`` to ``parser`` with these handlers; every failure is a ProtocolError."""
+    from xml.parsers import expat
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = chars
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise ProtocolError("malformed XML: %s" % exc)
+    except (ValueError, LookupError) as exc:
+        # expat reads utf-8, utf-16, latin-1 and ascii; utf-7 gives ValueError,
+        # an unknown name LookupError
+        raise ProtocolError("XML in an encoding that cannot be read: %s" % str(exc)[:80])
+
+
 def _collect(data, fields, strip=True):
     """Return {name: text} of the first element at each path in ``fields``.
 
@@ -72,13 +102,7 @@ def _collect(data, fields, strip=True):
     the input: the position in the wanted paths is tracked one element at a
     time, and below the depth of any wanted path only a counter moves.  An
     encoding expat cannot read (utf-7, unknown names) is a ProtocolError."""
-    from xml.parsers import expat
-
-    parser = expat.ParserCreate()
-    parser.StartDoctypeDeclHandler = _refuse
-    parser.EntityDeclHandler = _refuse
-    parser.UnparsedEntityDeclHandler = _refuse
-    parser.ExternalEntityRefHandler = _refuse
+    parser = _parser()
     nodes = [_trie(fields)]   # trie node per open element while on a wanted path
     outside = [0]             # open elements below the last node in ``nodes``
     found = {}
@@ -112,17 +136,7 @@ def _collect(data, fields, strip=True):
         if not outside[0] and text and text[-1] is not None:
             text[-1].append(chunk)
 
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = chars
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as exc:
-        raise ProtocolError("malformed XML: %s" % exc)
-    except (ValueError, LookupError) as exc:
-        # expat reads utf-8, utf-16, latin-1 and ascii; utf-7 gives ValueError,
-        # an unknown name LookupError
-        raise ProtocolError("XML in an encoding that cannot be read: %s" % str(exc)[:80])
+    _parse(parser, data, start, end, chars)
     return found
 
 
@@ -140,13 +154,7 @@ def xml_elements(data, max_depth=XML_DEPTH_MAX, max_elements=XML_ELEMENTS_MAX):
     data, unstripped.  Same refusals as xml_fields (DOCTYPE, entities,
     unreadable encodings), and ProtocolError beyond ``max_depth`` levels or
     ``max_elements`` elements: bounded for any input."""
-    from xml.parsers import expat
-
-    parser = expat.ParserCreate()
-    parser.StartDoctypeDeclHandler = _refuse
-    parser.EntityDeclHandler = _refuse
-    parser.UnparsedEntityDeclHandler = _refuse
-    parser.ExternalEntityRefHandler = _refuse
+    parser = _parser()
     found = []
     stack = []   # (path, chunks) of the open elements
 
@@ -167,15 +175,7 @@ def xml_elements(data, max_depth=XML_DEPTH_MAX, max_elements=XML_ELEMENTS_MAX):
         if stack:
             stack[-1][1].append(chunk)
 
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = chars
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as exc:
-        raise ProtocolError("malformed XML: %s" % exc)
-    except (ValueError, LookupError) as exc:
-        raise ProtocolError("XML in an encoding that cannot be read: %s" % str(exc)[:80])
+    _parse(parser, data, start, end, chars)
     return [(path, "".join(chunks)) for path, chunks in found]
 
 
