@@ -340,16 +340,6 @@ def sshd_dropin_text(password_auth):
             "KbdInteractiveAuthentication %s\n" % (value, value))
 
 
-def sshd_reads_dropins(config):
-    """True when sshd_config text has an Include of sshd_config.d."""
-    for line in config.splitlines():
-        words = line.split("#", 1)[0].split()
-        if len(words) >= 2 and words[0].lower() == "include" and any(
-                SSHD_DROPIN_DIR in w or w.startswith("sshd_config.d/") for w in words[1:]):
-            return True
-    return False
-
-
 # ------------------------------------------------------------ ovf-env.xml
 
 _OVF_SET = ("Environment", "ProvisioningSection", "LinuxProvisioningConfigurationSet")

@@ -611,48 +611,39 @@ def _network(snap):
 
 # ---- sshd
 
-def _words(line):
-    return line.split("#", 1)[0].split()
-
-
 def _sshd(snap):
+    """sshd reads the user step's drop-in before any line that sets password
+    logins (sshd.py: the effective order, first value wins, Includes where
+    they stand, Match blocks apart)."""
+    from azure_firstboot import sshd
+
     config = snap.text(accounts.SSHD_CONFIG)
     if not snap.present(SSHD) or config is None:
         return []
-    evaluate = getattr(accounts, "sshd_dropin_problem", None)
-    if evaluate is not None:  # the effective-order evaluator, where available
-        problem = evaluate(config, {n: snap.text(p) for n, p in snap.files_in(
-            (accounts.SSHD_DROPIN_DIR,), "*.conf")})
-        return [("sshd", problem)] if problem else []
-    if not accounts.sshd_reads_dropins(config):
-        return [("sshd", "%s has no 'Include %s/*.conf': the password setting azure-firstboot writes "
-                 "there would be ignored" % (accounts.SSHD_CONFIG, accounts.SSHD_DROPIN_DIR))]
+    ours = accounts.SSHD_DROPIN
+
+    def listdir(directory):
+        names = snap.names(directory)
+        if directory == accounts.SSHD_DROPIN_DIR:  # where the first boot writes it
+            names = sorted(set(names) | {ours.rsplit("/", 1)[1]})
+        return names
+
+    result = sshd.resolve({sshd.MAIN: config, ours: accounts.sshd_dropin_text(True)}, snap.text, listdir,
+                          ("passwordauthentication", "kbdinteractiveauthentication"))
+    if result.problem:
+        return [("sshd", "cannot tell whether sshd reads %s: %s" % (ours, result.problem))]
     out = []
-    for line in config.splitlines():
-        words = _words(line)
-        if not words:
-            continue
-        if words[0].lower() == "include" and accounts.sshd_reads_dropins(line):
-            break
-        if words[0].lower() == "match":
-            break
-        if words[0].lower() == "passwordauthentication":
-            out.append(("sshd", "%s sets '%s' before it includes %s: sshd takes the first value, so the "
-                        "VM's password setting would be ignored; move the Include to the top" % (
-                            accounts.SSHD_CONFIG, " ".join(words), accounts.SSHD_DROPIN_DIR)))
-            break
-    ours = accounts.SSHD_DROPIN.rsplit("/", 1)[1]
-    for name, path in snap.files_in((accounts.SSHD_DROPIN_DIR,), "*.conf"):
-        if name >= ours:
-            break
-        for line in snap.text(path).splitlines():
-            words = _words(line)
-            if words and words[0].lower() == "match":
-                break
-            if words and words[0].lower() == "passwordauthentication":
-                out.append(("sshd", "%s sets '%s' and is read before %s: the VM's password setting would "
-                            "be ignored; remove the line" % (path, " ".join(words), accounts.SSHD_DROPIN)))
-                break
+    for key, shown in (("passwordauthentication", "PasswordAuthentication"),
+                       ("kbdinteractiveauthentication", "KbdInteractiveAuthentication")):
+        got = result.values.get(key)
+        if got is None:
+            return [("sshd", "%s has no 'Include %s/*.conf': the password setting azure-firstboot writes "
+                     "there would be ignored" % (accounts.SSHD_CONFIG, accounts.SSHD_DROPIN_DIR))]
+        value, path, line = got
+        if path != ours:
+            out.append(("sshd", "%s:%d sets '%s %s' and is read before %s: sshd takes the first value, so "
+                        "the VM's password setting would be ignored; remove the line, or move the "
+                        "Include above it" % (path, line, shown, value, ours)))
     return out
 
 

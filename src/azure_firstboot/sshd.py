@@ -10,8 +10,9 @@ only to matching connections, up to the next ``Match`` or the end of the file
 left out of the global order here (reported apart).
 
 Nothing here reads a file: ``evaluate`` takes the texts it has been given
-and says which files and directories it still needs; ``gather`` (the shell,
-in user.py) reads those and asks again, bounded by MAX_FILES.  No ``re``,
+and says which files and directories it still needs; ``resolve`` asks the
+caller's read and listdir functions for those (the user step: the tree's
+files; ``check``: its snapshot of the image) and asks again, bounded.  No ``re``,
 no ``fnmatch`` (it imports ``re``): the boot path stays light.
 """
 
@@ -178,6 +179,27 @@ def evaluate(files, listings, keywords, main=MAIN):
     case; aliases folded)."""
     result = Result()
     _walk(main, files, listings, keywords, result, 0, False)
+    return result
+
+
+def resolve(files, read, listdir, keywords, main=MAIN):
+    """evaluate() until it needs nothing more: each file it asks for comes
+    from ``read(path)`` (text, None when absent, or Unreadable), each
+    directory from ``listdir(path)`` (names, or None when absent); bounded
+    by MAX_DEPTH rounds.  ``files`` holds what the caller knows already
+    (e.g. a drop-in not written yet)."""
+    files = dict(files)
+    listings = {}
+    for _ in range(2 * MAX_DEPTH + 4):
+        result = evaluate(files, listings, keywords, main)
+        if result.problem or not result.needs:
+            return result
+        for kind, path in sorted(result.needs):
+            if kind == "f":
+                files[path] = read(path)
+            else:
+                listings[path] = listdir(path)
+    result.problem = "Include too deep or too many files"
     return result
 
 

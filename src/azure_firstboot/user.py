@@ -442,36 +442,29 @@ def _sshd(paths, password_auth, plan):
 
 
 def _sshd_order(paths, config, dropin_text):
-    """sshd.evaluate on the files of the tree as they will be with the
-    drop-in written: read what it asks for (bounded), ask again."""
+    """sshd.resolve on the files of the tree as they will be with the
+    drop-in written."""
     import errno
 
     from azure_firstboot import sshd
 
-    files = {sshd.MAIN: config, accounts.SSHD_DROPIN: dropin_text}
-    listings = {}
-    keywords = ("passwordauthentication", "kbdinteractiveauthentication")
-    for _ in range(2 * sshd.MAX_DEPTH + 4):
-        result = sshd.evaluate(files, listings, keywords)
-        if result.problem or not result.needs:
-            return result
-        for kind, path in sorted(result.needs):
-            if kind == "f":
-                try:
-                    files[path] = st.read_text(paths(path), sshd.MAX_SIZE)
-                except OSError as exc:
-                    files[path] = None if exc.errno in (errno.ENOENT, errno.ENOTDIR) else \
-                        sshd.Unreadable(st.describe(exc))
-                continue
-            try:
-                names = os.listdir(paths(path))
-            except OSError:
-                names = None
-            if path == accounts.SSHD_DROPIN_DIR:
-                names = sorted(set(names or ()) | {os.path.basename(accounts.SSHD_DROPIN)})
-            listings[path] = names
-    result.problem = "Include too deep or too many files"
-    return result
+    def read(path):
+        try:
+            return st.read_text(paths(path), sshd.MAX_SIZE)
+        except OSError as exc:
+            return None if exc.errno in (errno.ENOENT, errno.ENOTDIR) else sshd.Unreadable(st.describe(exc))
+
+    def listdir(path):
+        try:
+            names = os.listdir(paths(path))
+        except OSError:
+            names = None
+        if path == accounts.SSHD_DROPIN_DIR:
+            names = sorted(set(names or ()) | {os.path.basename(accounts.SSHD_DROPIN)})
+        return names
+
+    return sshd.resolve({sshd.MAIN: config, accounts.SSHD_DROPIN: dropin_text}, read, listdir,
+                        ("passwordauthentication", "kbdinteractiveauthentication"))
 
 
 # --------------------------------------------------------------- the medium

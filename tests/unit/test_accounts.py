@@ -223,10 +223,6 @@ def test_file_texts():
     assert accounts.sudoers_text("alice", False).endswith("\nalice ALL=(ALL:ALL) ALL\n")
     assert accounts.sshd_dropin_text(True).endswith("\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\n")
     assert accounts.sshd_dropin_text(False).endswith("\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
-    assert accounts.sshd_reads_dropins("Include /etc/ssh/sshd_config.d/*.conf\nPort 22\n")
-    assert accounts.sshd_reads_dropins("include sshd_config.d/*.conf\n")
-    assert not accounts.sshd_reads_dropins("#Include /etc/ssh/sshd_config.d/*.conf\n")
-    assert not accounts.sshd_reads_dropins("Port 22\nInclude /etc/ssh/other/*.conf\n")
 
 
 # --------------------------------------------------------------- ovf-env.xml
