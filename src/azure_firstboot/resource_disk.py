@@ -631,31 +631,36 @@ def apply(actions, paths, run):
     return None
 
 
-def _is_swap_file(path, size):
-    """A regular file of exactly ``size`` bytes with a swap signature (ours,
-    from an earlier boot)."""
+def _swap_file_size(path):
+    """The size of the regular file at ``path`` with a swap signature (ours,
+    from an earlier boot), else None (absent, not a regular file, a symbolic
+    link, or anything else: someone's data)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
-        return False
+        return None
     try:
         st = os.fstat(fd)
-        return (st.st_mode & 0o170000 == 0o100000 and st.st_size == size and
-                os.pread(fd, 10, 4086) == b"SWAPSPACE2")
+        if st.st_mode & 0o170000 == 0o100000 and st.st_nlink == 1 and \
+                os.pread(fd, 10, 4086) == b"SWAPSPACE2":
+            return st.st_size
+        return None
     finally:
         os.close(fd)
 
 
 def _make_swap_file(path, size, run):
     try:
-        if _is_swap_file(path, size):
+        old = _swap_file_size(path)
+        if old == size:
             log.info("swap file %s (%s) kept" % (path, human(size)))
             return None
+        if old is None and os.path.lexists(path):  # never replace what is not ours
+            return "%s exists and is not a swap file; left alone, no swap" % path
         st = os.statvfs(os.path.dirname(path))
-        old = os.stat(path).st_size if os.path.exists(path) else 0
-        if st.f_bavail * st.f_frsize + old < size + (64 << 20):
+        if st.f_bavail * st.f_frsize + (old or 0) < size + (64 << 20):
             return "no room for a %s swap file on %s" % (human(size), os.path.dirname(path))
-        if os.path.lexists(path):
+        if old is not None:  # ours, another size: swap_size changed
             os.unlink(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
                      0o600)

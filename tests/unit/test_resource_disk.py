@@ -408,3 +408,33 @@ def test_e2e_broken_configuration_leaves_the_disk_alone(tmp_path):
     code, out, err = agent(root)
     assert code == 2 and "resource_disk.filesystem" in err
     assert not open(disk, "rb").read().strip(b"\0")
+
+
+def test_swap_file_never_replaces_what_is_not_ours(tmp_path):
+    from azure_firstboot import resource_disk as rd
+    ran = []
+
+    def run(argv, timeout):
+        ran.append(argv)
+        with open(argv[-1], "r+b") as f:  # what mkswap leaves: the signature
+            f.seek(4086)
+            f.write(b"SWAPSPACE2")
+        return True, ""
+
+    size = 1 << 20
+    path = str(tmp_path / "swapfile")
+    assert rd._make_swap_file(path, size, run) is None and len(ran) == 1
+    assert os.path.getsize(path) == size
+    assert rd._make_swap_file(path, size, run) is None and len(ran) == 1      # kept
+    assert rd._make_swap_file(path, 2 * size, run) is None and len(ran) == 2  # ours, resized
+    assert os.path.getsize(path) == 2 * size
+    theirs = str(tmp_path / "data")
+    with open(theirs, "wb") as f:
+        f.write(b"someone's data")
+    problem = rd._make_swap_file(theirs, size, run)
+    assert "exists and is not a swap file" in problem and len(ran) == 2
+    with open(theirs, "rb") as f:
+        assert f.read() == b"someone's data"
+    link = str(tmp_path / "link")
+    os.symlink(path, link)
+    assert "exists and is not a swap file" in rd._make_swap_file(link, 2 * size, run)
