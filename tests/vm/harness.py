@@ -174,11 +174,12 @@ def base_key(suite="bookworm", extra=()):
     return _hash(*parts)
 
 
-def base_extra(suite="bookworm", variant="networkd"):
+def base_extra(suite="bookworm", variant="networkd", packages=()):
     """Packages a base gets on top of base-packages: network-manager for the
-    NetworkManager variant; GRUB's EFI images in the Debian 13 base (its UEFI disk).
+    NetworkManager variant; GRUB's EFI images in the Debian 13 base (its UEFI disk);
+    ``packages`` (e.g. azure-vm-utils for scenario a2 and tests/pkg/test_udev_debian13.py).
     Bases are shared by every image built on them (one debootstrap each)."""
-    extra = []
+    extra = list(packages)
     if variant == "nm":
         extra.append("network-manager")
     if variant == "selinux":  # Debian's SELinux: the reference policy, enforcing (scenario se1)
@@ -296,7 +297,7 @@ DEPROVISION_ARGS = ("--machine-id", "--ssh-host-keys", "--hostname")
 
 def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
                 customize=None, tag="", layout="whole", instrument=True, suite="bookworm",
-                key_files=()):
+                key_files=(), packages=()):
     """Bootable image = base tree + variant + vm-report + deb (dpkg -i) + deprovision.
 
     variant: "networkd" (systemd-networkd DHCP), "ifupdown" (ifupdown + ISC dhclient) or
@@ -307,6 +308,7 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
     customize: optional callable(root, logfile) run last (bench variants); pass a
     distinct ``tag`` with it, as the callable is not part of the cache key.
     key_files: files whose bytes are part of the cache key (what customize uses).
+    packages: more Debian packages in the base (a base of their own; its key is in ours).
     layout: "whole" (ext4 on the whole disk, booted with -kernel/-initrd, root=/dev/vda)
     or "mbr-grub" (MBR partition + GRUB in the MBR gap, boots through the BIOS like an
     image builder's image; root=/dev/vda1) or "gpt-efi" (GPT, an EFI system partition
@@ -314,7 +316,7 @@ def build_image(variant="networkd", deb=None, deprovision=DEPROVISION_ARGS,
     firmware (OVMF); root=/dev/vda2; needs a base with grub-efi-amd64-bin: trixie).
     instrument: install vm-report.service (the VM then reports and powers off by itself).
     """
-    base = base_image(suite, base_extra(suite, variant))
+    base = base_image(suite, base_extra(suite, variant, packages))
     guest = [_file_bytes(os.path.join(HERE, "guest", n)) for n in sorted(os.listdir(
         os.path.join(HERE, "guest")))]
     key = _hash(base.key, LAYER_VERSION, variant, _file_bytes(deb) if deb else "nodeb",
