@@ -1153,15 +1153,14 @@ def _mbr_disk(path, size=16 << 20):
         f.write(entry + bytes(48) + b"\x55\xaa")
 
 
-def sa1_azure_devices(ctx, res):
+def sa1_azure_devices(ctx, res, image="azdev", name="a1-azure-devices"):
     """Data disks as Msft Virtual Disks on SCSI controller 1 (LUN 3, with a partition) next
     to a QEMU disk (LUN 4), a second NIC with the first one's MAC address marked as a VF
     and attached to nothing (no DHCP ever), DMI ids of an Azure VM."""
-    if "azdev" not in ctx.images:
-        res.skipped = "no image: %s" % ctx.images_error.get("azdev")
+    if image not in ctx.images:
+        res.skipped = "no image: %s" % ctx.images_error.get(image)
         return
     sc = scen("vmcheck-azdev")
-    name = "a1-azure-devices"
     wd = os.path.join(ctx.workdir, name)
     os.makedirs(wd, exist_ok=True)
     _mbr_disk(os.path.join(wd, "lun3.raw"))
@@ -1175,7 +1174,7 @@ def sa1_azure_devices(ctx, res):
     extra += ["-netdev", "hubport,id=vf0,hubid=9",
               "-device", "virtio-net-pci,netdev=vf0,mac=52:54:00:12:34:56,addr=%s" % AZ_VF_SLOT,
               "-smbios", "type=1,manufacturer=Microsoft Corporation,product=Virtual Machine"]
-    boot = run_boot(ctx, res, name, sc, image=ctx.images["azdev"], extra=extra)
+    boot = run_boot(ctx, res, name, sc, image=ctx.images[image], extra=extra)
     provisioned(res, boot, sc)
     rep = boot.report
     if not rep:
@@ -1210,6 +1209,25 @@ def sa1_azure_devices(ctx, res):
     res.note("wait-online took %.1f s" % took)
     res.check(rep.get("product_uuid_mode") == "444",
               "product_uuid mode %s" % rep.get("product_uuid_mode"))
+
+
+def _az_standins_vm_utils(root, logfile):
+    """a2's image: a1's stand-ins, in a Debian 13 image whose base has azure-vm-utils."""
+    for f in ("usr/lib/udev/rules.d/80-azure-disk.rules",
+              "usr/lib/udev/rules.d/10-azure-unmanaged-sriov.rules",
+              "usr/lib/systemd/network/01-azure-unmanaged-sriov.network"):
+        if not os.path.exists(os.path.join(root, f)):
+            raise RuntimeError("azure-vm-utils' %s is not in the image" % f)
+    _az_standins(root, logfile)
+
+
+def sa2_azure_devices_vm_utils(ctx, res):
+    """a1 on Debian 13 with azure-vm-utils installed. Its rules match on what QEMU cannot
+    show (VMBus device_id, mana/mlx drivers): here they claim nothing, so our rules,
+    which step aside by property (not because its files exist), name the stand-ins as
+    on Debian 12: the same assertions as a1. Its real rules next to ours on Azure's
+    sysfs: tests/pkg/test_udev_debian13.py."""
+    sa1_azure_devices(ctx, res, image="azdev-vmutils", name="a2-azure-devices-vm-utils")
 
 
 # ------------------------------------------------- the image recipe (issue 20)
@@ -1479,6 +1497,7 @@ SCENARIOS = [
     ("r2", "resource disk with a user file: kept", sr2_resource_disk_with_data),
     # what waagent's package carried besides provisioning (issue 19): a = Azure devices
     ("a1", "udev: Azure disk names, VF unmanaged", sa1_azure_devices),
+    ("a2", "udev on Debian 13 + azure-vm-utils", sa2_azure_devices_vm_utils),
     ("se1", "SELinux enforcing: ssh with the key", sse1_selinux_enforcing),
     # the image recipe (issue 20): n = network
     ("n1", "generalize.sh image, 2 NICs + IPv6", sn1_generalized_two_nics),
@@ -1488,7 +1507,7 @@ SCENARIOS = [
 ]
 # long scenarios first, so the two workers finish together
 ORDER = ["1", "r1", "4", "6", "13", "u3", "u5", "u1", "se1", "2", "3", "14", "15", "9", "17", "10", "16",
-         "11", "12", "n1", "5", "7a", "7b", "7c", "8", "u2", "r2", "a1", "u4"]
+         "11", "12", "n1", "5", "7a", "7b", "7c", "8", "u2", "r2", "a1", "a2", "u4"]
 
 
 def main(argv=None):
@@ -1535,6 +1554,10 @@ def main(argv=None):
     # the stand-in rules are not part of build_image's cache key: their hash is, in the tag
     extra.append(("azdev", ("a1",), dict(customize=_az_standins, tag="azdev-" + hashlib.sha1(
         AZ_STANDINS.encode()).hexdigest()[:8])))
+    # Debian 13 + azure-vm-utils (a base of its own, shared with tests/pkg/test_udev_debian13.py)
+    extra.append(("azdev-vmutils", ("a2",), dict(
+        suite="trixie", packages=("azure-vm-utils",), customize=_az_standins_vm_utils,
+        tag="azdev-" + hashlib.sha1(AZ_STANDINS.encode()).hexdigest()[:8])))
     # Debian 12 + selinux-policy-default, labelled at build time, booted enforcing
     extra.append(("selinux", ("se1",), dict(variant="selinux",
                                             deprovision=("--machine-id", "--hostname"))))
