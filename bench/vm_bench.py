@@ -406,7 +406,7 @@ class SshLogin(object):
         import threading
         self.argv = ["ssh", "-F", "/dev/null", "-p", str(port), "-i", key, "-o", "IdentitiesOnly=yes",
                      "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                     "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20",
+                     "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
                      "-o", "LogLevel=ERROR", "-o", "PasswordAuthentication=no",
                      "-o", "KbdInteractiveAuthentication=no", "%s@127.0.0.1" % user, "true"]
         self.deadline_s = deadline_s
