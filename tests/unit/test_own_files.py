@@ -5,10 +5,11 @@ number read from a file (account databases, login.defs, pids, lease names)."""
 
 import errno
 import os
-import socket
 import stat
 
 import pytest
+
+import filekinds
 
 from azure_firstboot import accounts, admin, log, state as st
 
@@ -23,27 +24,7 @@ def plant(directory, kind, name="f"):
     outside = os.path.join(str(directory), "outside")
     with open(outside, "wb") as handle:
         handle.write(b"secret\n")
-    if kind == "regular":
-        with open(path, "wb") as handle:
-            handle.write(b"mine\n")
-    elif kind == "symlink":
-        os.symlink(outside, path)
-    elif kind == "dangling-symlink":
-        os.symlink(outside + ".missing", path)
-    elif kind == "hardlink":
-        os.link(outside, path)
-    elif kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "directory":
-        os.mkdir(path)
-        with open(os.path.join(path, "keep"), "wb") as handle:
-            handle.write(b"x")
-    elif kind == "socket":
-        sock = socket.socket(socket.AF_UNIX)
-        sock.bind(path)
-        sock.close()
-    elif kind == "device":
-        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    filekinds.plant(path, kind, outside)
     return path, outside
 
 

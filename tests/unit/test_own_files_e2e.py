@@ -6,10 +6,11 @@ one line naming the real path (never a temporary file), nothing is written
 through it, no temporary file is left, and a failure is never Ready."""
 
 import os
-import socket
 import stat
 
 import pytest
+
+import filekinds
 
 from fabric_emulator import TEST_PUBLIC_KEY, Fabric
 from test_agent_e2e import Machine, assert_ok, fab, ready_reports  # noqa: F401 (fixture)
@@ -21,27 +22,7 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="useradd --root and mkn
 STATE = "var/lib/azure-firstboot"
 
 
-def plant(path, kind, outside):
-    """Put a ``kind`` at ``path``; ``outside`` is a file that must not change."""
-    if kind == "symlink":
-        os.symlink(outside, path)
-    elif kind == "hardlink":
-        os.link(outside, path)
-    elif kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "directory":
-        os.mkdir(path)
-        with open(os.path.join(path, "keep"), "w") as handle:
-            handle.write("x")
-    elif kind == "socket":
-        sock = socket.socket(socket.AF_UNIX)
-        sock.bind(path)
-        sock.close()
-    elif kind == "device":
-        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
-    elif kind == "file":
-        with open(path, "w") as handle:
-            handle.write("a file\n")
+plant = filekinds.plant
 
 
 def snapshot(path):
