@@ -369,11 +369,11 @@ def deprovision(ctx, dry_run, machine_id, ssh_host_keys, hostname, leases, force
             if dry_run:
                 log.info("would remove the admin user %s and its home %s" % (path, home[0]))
                 continue
-            from azure_firstboot import system
+            from azure_firstboot import commands
 
             root = [] if paths.is_host else ["--root", os.path.abspath(paths.root)]
             # --force: the build user is usually still logged in (this very session)
-            ok, output = system.run(["userdel"] + root + ["--force", "--remove", path], timeout=60)
+            ok, output = commands.run(["userdel"] + root + ["--force", "--remove", path], timeout=60)
             if not ok and os.path.lexists(paths(home[0])):
                 log.error("cannot remove the admin user %s: %s" % (path, output))
                 failed += 1

@@ -7,7 +7,7 @@ do, 1 the step failed, 2 bad command line or configuration.
 
 import sys
 
-from azure_firstboot import __version__, config, log, system
+from azure_firstboot import __version__, config, identity, log
 from azure_firstboot.state import Paths, State
 
 USAGE = """\
@@ -239,7 +239,7 @@ class Context(object):
         self.config = cfg
         self.config_problems = list(config_problems)
         self.paths = paths
-        self.identity = system.read_identity(paths)
+        self.identity = identity.read_identity(paths)
         self.state = None
         self.lock = None
 

@@ -5,12 +5,12 @@ DNS through the DHCP client.  A specialized VM's host name is left alone
 recorded for report-ready, which reports ProvisioningFailed with the reason.
 
 Path: this file -> creation, protocol (decide, parse, validate) -> transport /
-system.
+hostfiles (set) / netstack (publish).
 """
 
 import os
 
-from azure_firstboot import creation, log, protocol, system, transport
+from azure_firstboot import creation, hostfiles, log, netstack, protocol, transport
 from azure_firstboot import state as st
 
 STEP = "hostname"
@@ -120,9 +120,9 @@ def run(ctx):
     problem = protocol.hostname_problem(name)
     if problem:
         return _fail(state, problem, **ids)
-    previous = system.current_hostname(ctx.paths)
+    previous = hostfiles.current_hostname(ctx.paths)
     try:
-        how = system.set_hostname(ctx.paths, name)
+        how = hostfiles.set_hostname(ctx.paths, name)
     except OSError as exc:
         return _fail(state, "cannot set host name %s: %s" % (name, st.describe(exc)), **ids)
     if ctx.config[("hostname", "publish")]:
@@ -136,7 +136,7 @@ def run(ctx):
                 log.warning("publishing without %s (not had within %.0f s)" % (
                     st.REPUBLISH_LOCK, REQUESTS_BOUND))
         try:
-            published = system.publish_hostname(ctx.paths, name, _wireserver(state))
+            published = netstack.publish_hostname(ctx.paths, name, _wireserver(state))
             if ctx.paths.is_host:
                 _wait_for_wireserver(ctx)
         finally:

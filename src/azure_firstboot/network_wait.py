@@ -1,12 +1,12 @@
 """Unit 1, network-wait: find the WireServer and wait (bounded) until it
 accepts a TCP connection.  Records the endpoint for the later units.
 
-Path: this file -> netlink (wake-ups, connect) -> system.wireserver_endpoint (leases).
+Path: this file -> netlink (wake-ups, connect) -> netstack.wireserver_endpoint (leases).
 """
 
 import time
 
-from azure_firstboot import log, system, transport
+from azure_firstboot import log, netstack, transport
 
 STEP = "network-wait"
 
@@ -32,7 +32,7 @@ def run(ctx):
         if watcher.problem:
             log.warning("no netlink (%s); polling every %.1f s" % (watcher.problem, netlink.POLL))
         while True:
-            host, port, source = system.wireserver_endpoint(
+            host, port, source = netstack.wireserver_endpoint(
                 ctx.config[("wireserver", "endpoint")], ctx.paths, deadline=deadline)
             if (host, port) != endpoint:
                 endpoint = (host, port)

@@ -5,14 +5,14 @@ reason when a step failed.  The "provisioned" marker is written only after
 the WireServer acknowledged Ready.  On 410 Gone (the goal state changed
 under us) a fresh goal state is fetched and the report rebuilt.
 
-Path: this file -> protocol (parse, build) -> transport (system.recorded_endpoint: the
+Path: this file -> protocol (parse, build) -> transport (netstack.recorded_endpoint: the
 WireServer network-wait reached).
 """
 
 import os
 import time
 
-from azure_firstboot import __version__, log, protocol, system, transport
+from azure_firstboot import __version__, identity, log, netstack, protocol, transport, units
 from azure_firstboot.state import REQUIRED_BEFORE_READY, describe
 
 STEP = "report-ready"
@@ -186,7 +186,7 @@ def why_not_ready(ctx):
             reasons.append("%s: %s" % (step, entry.get("reason") or "failed"))
         elif entry is not None:
             reasons.append("%s: started but did not finish (crashed or killed)" % step)
-        elif ctx.config.get((step, "enabled"), True) and system.unit_enabled(ctx.paths, unit_name(step)):
+        elif ctx.config.get((step, "enabled"), True) and units.unit_enabled(ctx.paths, unit_name(step)):
             why = "enabled but left no result in this boot"
             net = state.outcome("network-wait")
             if net and net.get("result") != "ok":
@@ -239,7 +239,7 @@ def azure_vm_id(ctx):
     step recorded it in this boot, else the SMBIOS id in Gen1 or Gen2 byte
     order (protocol.azure_vm_id)."""
     hostname = ctx.state.outcome("hostname") or {}
-    return protocol.azure_vm_id(ctx.state.vm_id, system.firmware_is_uefi(ctx.paths),
+    return protocol.azure_vm_id(ctx.state.vm_id, identity.firmware_is_uefi(ctx.paths),
                                 hostname.get("imds_vm_id"))
 
 
@@ -262,7 +262,7 @@ def run(ctx):
     if broken:
         reasons = [broken] + [r for r in reasons if "configuration: " not in r]
     failure = "; ".join(reasons) if reasons else None
-    host, port, source = system.recorded_endpoint(
+    host, port, source = netstack.recorded_endpoint(
         ctx.state, ctx.config[("wireserver", "endpoint")], ctx.paths, deadline)
     what = "Ready" if failure is None else "NotReady/ProvisioningFailed"
     log.info("reporting %s to the WireServer at %s:%d (%s)" % (what, host, port, source))

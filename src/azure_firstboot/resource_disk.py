@@ -679,7 +679,7 @@ def _make_swap_file(path, size, run):
 
 def main(ctx, dry_run):
     """The resource-disk command; exit code."""
-    from azure_firstboot import system
+    from azure_firstboot import commands
 
     for problem in ctx.config_problems[:20]:
         log.error(problem)
@@ -700,7 +700,7 @@ def main(ctx, dry_run):
         _say(note)
         return 0
     log.info(note)
-    failure = apply(actions, ctx.paths, lambda argv, timeout: system.run(argv, timeout=timeout))
+    failure = apply(actions, ctx.paths, lambda argv, timeout: commands.run(argv, timeout=timeout))
     if failure:
         log.error(failure)
         log.summary("resource disk FAILED: %s" % failure)

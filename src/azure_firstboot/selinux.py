@@ -5,7 +5,7 @@ user unit carry the label of the directory they were made in (user_home_t),
 and sshd, allowed to read only ssh_home_t there, refuses the key on an
 enforcing system although the VM reported Ready.  WALinuxAgent runs
 ``chcon -t ssh_home_t``, cloud-init ``restorecon``; this runs ``restorecon
--F`` on exactly those paths (an argument list through system.run, never a
+-F`` on exactly those paths (an argument list through commands.run, never a
 shell): restorecon knows the loaded policy, its file contexts and its home
 directory templates, and runs in its own domain where the policy allows it.
 
@@ -85,7 +85,7 @@ def relabel(paths, home, files):
     (None, None) without SELinux (nothing was run); ``problem`` is a one-line
     reason when the relabel failed on an enforcing system (the caller fails),
     else None (a permissive system's failure is logged as a warning)."""
-    from azure_firstboot import log, system
+    from azure_firstboot import commands, log
     from azure_firstboot.state import read_text
 
     current = mode(read_text(paths(ENFORCE), 64))
@@ -102,7 +102,7 @@ def relabel(paths, home, files):
     if not made:
         return current, None
     argv = relabel_argv(made, root, policy)
-    ok, output = system.run(argv, timeout=60)
+    ok, output = commands.run(argv, timeout=60)
     if ok:
         log.info("SELinux %s: relabelled %s (%s)" % (current, " ".join(made), os.path.basename(argv[0])))
         return current, None

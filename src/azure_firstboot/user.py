@@ -14,14 +14,14 @@ from the block device).  With --root every command gets --root DIR and every
 file is DIR's; the medium is an image file DIR/dev/sr* (never ejected).
 
 Path: this file -> accounts (pure: values, validation, file texts) ->
-transport (IMDS) / medium (the provisioning medium) / system.run (commands,
+transport (IMDS) / medium (the provisioning medium) / commands.run (commands,
 argument lists, never a shell).
 """
 
 import os
 import stat
 
-from azure_firstboot import accounts, creation, log, medium, protocol, selinux, system, transport
+from azure_firstboot import accounts, commands, creation, log, medium, protocol, selinux, sshd_reload, transport
 from azure_firstboot import state as st
 
 STEP = "user"
@@ -188,7 +188,7 @@ def provision(ctx):
         _command(["usermod"] + root + ["--append", "--groups", ",".join(groups), name],
                  "add %s to %s" % (name, ",".join(groups)))
     if password is not None:
-        ok, output = system.run(["chpasswd"] + root, stdin=("%s:%s\n" % (name, password)).encode("utf-8"))
+        ok, output = commands.run(["chpasswd"] + root, stdin=("%s:%s\n" % (name, password)).encode("utf-8"))
         if not ok:
             raise Failure("cannot set the password of %s: chpasswd: %s" % (
                 name, output.replace(password, "<password>")))
@@ -239,7 +239,7 @@ def _groups(ctx):
 
 
 def _command(argv, what):
-    ok, output = system.run(argv, timeout=60)
+    ok, output = commands.run(argv, timeout=60)
     if not ok:
         raise Failure("cannot %s: %s" % (what, output or "%s failed" % argv[0]))
 
@@ -382,11 +382,11 @@ def _sudoers(ctx, name, nopasswd):
         log.warning("no %s (sudo not installed?): no sudo rule for %s" % (
             os.path.dirname(accounts.SUDOERS_FILE), name))
         return "no %s" % os.path.dirname(accounts.SUDOERS_FILE)
-    visudo = system.which("visudo")
+    visudo = commands.which("visudo")
 
     def check(tmp):
         # the temporary file's name holds a '.': sudo ignores it until the rename
-        ok, output = system.run([visudo, "-c", "-q", "-f", tmp])
+        ok, output = commands.run([visudo, "-c", "-q", "-f", tmp])
         if not ok:
             raise Failure("visudo refused the sudoers rule for %s: %s" % (
                 name, output.replace(tmp, target)))
@@ -438,7 +438,7 @@ def _sshd(paths, password_auth, plan):
     st.write_atomic(dropin, text)
     if not paths.is_host:
         return where
-    return "%s; %s" % (where, system.reload_sshd())
+    return "%s; %s" % (where, sshd_reload.reload_sshd())
 
 
 def _sshd_order(paths, config, dropin_text):

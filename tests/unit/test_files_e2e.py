@@ -18,7 +18,7 @@ from fabric_emulator import Fabric
 from test_agent_e2e import TOP, VM_ID, Machine, assert_ok, fab, ready_reports  # noqa: F401 (fixture)
 
 from azure_firstboot import state as st
-from azure_firstboot import system
+from azure_firstboot import netstack
 
 STATE = "var/lib/azure-firstboot"
 UNIT = "azure-firstboot-hostname.service"
@@ -242,10 +242,10 @@ def test_lease_symlinked_out_of_the_root_is_not_read(tmp_path):
     (tmp_path / "outside.leases").write_text(lease)
     os.symlink(str(tmp_path / "outside.leases"), str(root / "var/lib/dhcp/dhclient.eth0.leases"))
     paths = st.Paths(str(root))
-    assert system.lease_endpoint(paths, time.time()) is None
+    assert netstack.lease_endpoint(paths, time.time()) is None
     os.unlink(str(root / "var/lib/dhcp/dhclient.eth0.leases"))
     (root / "var/lib/dhcp/dhclient.eth0.leases").write_text(lease)  # the same lease inside: read
-    assert system.lease_endpoint(paths, time.time()) == "127.10.11.12"
+    assert netstack.lease_endpoint(paths, time.time()) == "127.10.11.12"
 
 
 def test_deprovision_on_a_root_never_follows_entries(tmp_path, fab):

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given, strategies as hs
 
 from azure_firstboot import state as st
-from azure_firstboot import system
+from azure_firstboot import hostfiles, net_dhclient
 
 # ----------------------------------------------------------------- /etc/hosts
 
@@ -49,7 +49,7 @@ CORPUS = [b"127.0.1.1\told" + sep + b"127.0.0.1\tlocalhost\n" for sep in NASTY[:
 
 @given(HOSTS, NAMES)
 def test_hosts_rewrite_changes_only_its_lines(data, name):
-    out = system.hosts_with_name(data, name)
+    out = hostfiles.hosts_with_name(data, name)
     before = _lines(data)
     if out is None:
         assert not any(_owned(line) for line in before)
@@ -61,7 +61,7 @@ def test_hosts_rewrite_changes_only_its_lines(data, name):
             assert new == b"127.0.1.1\t" + name.encode() + (b"\r" if old.endswith(b"\r") else b"")
         else:
             assert new == old  # every byte of every other line kept
-    assert system.hosts_with_name(out, name) == out  # idempotent
+    assert hostfiles.hosts_with_name(out, name) == out  # idempotent
 
 
 LINE_BREAKERS = [b for b in NASTY if b not in (b"\t", b" ", b"#")]  # not field separators
@@ -71,22 +71,22 @@ LINE_BREAKERS = [b for b in NASTY if b not in (b"\t", b" ", b"#")]  # not field 
 def test_hosts_separator_next_to_the_owned_line_keeps_localhost(sep, name):
     for data in (b"127.0.1.1\told" + sep + b"127.0.0.1 localhost\n",
                  b"127.0.0.1 localhost" + sep + b"127.0.1.1\told\n"):
-        out = system.hosts_with_name(data, name)
+        out = hostfiles.hosts_with_name(data, name)
         assert b"127.0.0.1 localhost" in (data if out is None else out)
 
 
 @pytest.mark.parametrize("data", CORPUS)
 def test_hosts_regression_corpus(data):
-    out = system.hosts_with_name(data, "vm1")
+    out = hostfiles.hosts_with_name(data, "vm1")
     result = data if out is None else out
     assert b"127.0.0.1\tlocalhost" in result and result.count(b"\n") == data.count(b"\n")
     assert result.replace(b"127.0.1.1\tvm1", b"127.0.1.1\told") == data
 
 
 def test_hosts_str_interface_and_crlf():
-    assert system.hosts_with_name("127.0.0.1 localhost\r\n127.0.1.1 debian\r\n", "vm1") == \
+    assert hostfiles.hosts_with_name("127.0.0.1 localhost\r\n127.0.1.1 debian\r\n", "vm1") == \
         "127.0.0.1 localhost\r\n127.0.1.1\tvm1\r\n"
-    assert system.hosts_with_name(b"127.0.1.1 caf\xe9\n", "vm1") is None
+    assert hostfiles.hosts_with_name(b"127.0.1.1 caf\xe9\n", "vm1") is None
 
 
 # ------------------------------------------------------------- dhclient.conf
@@ -97,15 +97,15 @@ CONF = hs.lists(hs.one_of(hs.sampled_from(NASTY + [b"send host-name", b"send", b
 
 @given(CONF)
 def test_dhclient_conf_rewrite_appends_only(data):
-    out = system.dhclient_conf_with_hostname(data)
+    out = net_dhclient.dhclient_conf_with_hostname(data)
     if out is None:
-        assert system.dhclient_conf_sends_hostname(data)
+        assert net_dhclient.dhclient_conf_sends_hostname(data)
         return
     assert out.startswith(data)  # every byte kept, in place
     added = out[len(data):]
     assert added in (b"send host-name = gethostname();\n", b"\nsend host-name = gethostname();\n")
-    assert system.dhclient_conf_sends_hostname(out)
-    assert system.dhclient_conf_with_hostname(out) is None
+    assert net_dhclient.dhclient_conf_sends_hostname(out)
+    assert net_dhclient.dhclient_conf_with_hostname(out) is None
 
 
 def test_dhclient_conf_over_64_kib_is_kept_whole(tmp_path):
@@ -113,7 +113,7 @@ def test_dhclient_conf_over_64_kib_is_kept_whole(tmp_path):
     big = b"# padding \xff\n" * 20000 + b"request subnet-mask;"
     (tmp_path / "etc" / "dhcp").mkdir(parents=True)
     (tmp_path / "etc" / "dhcp" / "dhclient.conf").write_bytes(big)
-    system.ensure_dhclient_sends_hostname(paths)
+    net_dhclient.ensure_dhclient_sends_hostname(paths)
     data = (tmp_path / "etc" / "dhcp" / "dhclient.conf").read_bytes()
     assert data == big + b"\nsend host-name = gethostname();\n"
 

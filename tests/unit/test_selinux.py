@@ -9,7 +9,7 @@ import pytest
 
 from fabric_emulator import Fabric
 
-from azure_firstboot import selinux, system
+from azure_firstboot import commands, selinux
 from azure_firstboot.state import Paths
 
 KEYS = ".ssh/authorized_keys"
@@ -61,7 +61,7 @@ def tree(tmp_path, enforce=None, config="SELINUX=enforcing\nSELINUXTYPE=default\
 
 def test_without_selinux_nothing_runs(tmp_path, monkeypatch):
     ran = []
-    monkeypatch.setattr(system, "run", lambda *a, **k: ran.append(a) or (True, ""))
+    monkeypatch.setattr(commands, "run", lambda *a, **k: ran.append(a) or (True, ""))
     assert selinux.relabel(tree(tmp_path), "/home/a", [KEYS]) == (None, None)
     assert ran == []
 
@@ -70,7 +70,7 @@ def test_without_selinux_nothing_runs(tmp_path, monkeypatch):
     ("1", True, False), ("1", False, True), ("0", False, False), ("0", True, False)])
 def test_relabel_in_a_tree_that_says_selinux(tmp_path, monkeypatch, enforce, ok, failed):
     ran = []
-    monkeypatch.setattr(system, "run", lambda argv, timeout=30: ran.append(argv) or (ok, "no policy"))
+    monkeypatch.setattr(commands, "run", lambda argv, timeout=30: ran.append(argv) or (ok, "no policy"))
     current, problem = selinux.relabel(tree(tmp_path, enforce), "/home/a", [KEYS])
     assert current == ("enforcing" if enforce == "1" else "permissive")
     root = os.path.realpath(str(tmp_path))
@@ -84,14 +84,14 @@ def test_relabel_in_a_tree_that_says_selinux(tmp_path, monkeypatch, enforce, ok,
 
 def test_a_tree_with_a_hostile_policy_name_runs_nothing(tmp_path, monkeypatch):
     ran = []
-    monkeypatch.setattr(system, "run", lambda *a, **k: ran.append(a) or (True, ""))
+    monkeypatch.setattr(commands, "run", lambda *a, **k: ran.append(a) or (True, ""))
     current, problem = selinux.relabel(tree(tmp_path, "1", "SELINUXTYPE=../../x\n"), "/home/a", [KEYS])
     assert ran == [] and current == "enforcing" and "names no usable SELINUXTYPE" in problem
 
 
 def test_on_the_host_restorecon_on_exactly_those_paths(tmp_path, monkeypatch):
     ran = []
-    monkeypatch.setattr(system, "run", lambda argv, timeout=30: ran.append(argv) or (True, ""))
+    monkeypatch.setattr(commands, "run", lambda argv, timeout=30: ran.append(argv) or (True, ""))
     (tmp_path / "enforce").write_text("1")
     monkeypatch.setattr(selinux, "ENFORCE", str(tmp_path / "enforce"))  # stands in for selinuxfs
     assert selinux.relabel(Paths("/"), "/home/a", [KEYS])[1] is None
@@ -109,7 +109,7 @@ def test_user_step_relabels_only_when_the_tree_has_selinux(tmp_path, enforce):
     from test_agent_e2e import assert_ok
     from test_user_e2e import user_machine
 
-    if system.which("setfiles"):
+    if commands.which("setfiles"):
         pytest.skip("setfiles is installed on this host")
     with Fabric({"admin_username": "alice"}).start() as fab:
         m = user_machine(tmp_path, fab)

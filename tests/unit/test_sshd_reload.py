@@ -1,4 +1,4 @@
-"""system.reload_sshd: SIGHUP to the sshd listener named by its PID file, checked in /proc."""
+"""sshd_reload.reload_sshd: SIGHUP to the sshd listener named by its PID file, checked in /proc."""
 
 import os
 import shutil
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from azure_firstboot import system
+from azure_firstboot import sshd_reload
 
 
 def _orphan_named_sshd(tmp_path):
@@ -32,7 +32,7 @@ def _orphan_named_sshd(tmp_path):
     pid = int(os.read(r, 32))
     os.close(r)
     for _ in range(100):
-        status = system._proc_status(pid)
+        status = sshd_reload._proc_status(pid)
         if status.get("Name") == "sshd":
             break
         time.sleep(0.01)
@@ -44,7 +44,7 @@ def _orphan_named_sshd(tmp_path):
 
 def _alive(pid):
     try:
-        state = system._proc_status(pid).get("State", "")
+        state = sshd_reload._proc_status(pid).get("State", "")
     except OSError:
         return False
     return not state.startswith(("Z", "X"))
@@ -58,8 +58,8 @@ def test_sighup_reaches_the_listener_named_by_its_pid_file(tmp_path):
         pid_file = tmp_path / "sshd.pid"
         pid_file.write_text("%d\n" % pid)
         files = (str(tmp_path / "missing.pid"), str(pid_file))
-        assert system.sshd_listener_pid(files) == pid
-        assert system.reload_sshd(files) == "sshd (PID %d) reloaded" % pid
+        assert sshd_reload.sshd_listener_pid(files) == pid
+        assert sshd_reload.reload_sshd(files) == "sshd (PID %d) reloaded" % pid
         for _ in range(200):  # sleep(1) dies of SIGHUP: the signal arrived
             if not _alive(pid):
                 break
@@ -74,16 +74,16 @@ def test_sighup_reaches_the_listener_named_by_its_pid_file(tmp_path):
 def test_unusable_pid_files_are_not_trusted(tmp_path, content):
     pid_file = tmp_path / "sshd.pid"
     pid_file.write_text(content)
-    assert system.sshd_listener_pid((str(pid_file),)) is None
-    assert system.reload_sshd((str(pid_file),)) == "sshd not running (reads it when it starts)"
+    assert sshd_reload.sshd_listener_pid((str(pid_file),)) is None
+    assert sshd_reload.reload_sshd((str(pid_file),)) == "sshd not running (reads it when it starts)"
 
 
 def test_a_pid_file_naming_another_process_is_not_trusted(tmp_path):
     # this test's own process: alive, but not sshd and not a child of PID 1
     pid_file = tmp_path / "sshd.pid"
     pid_file.write_text("%d\n" % os.getpid())
-    assert system.sshd_listener_pid((str(pid_file),)) is None
+    assert sshd_reload.sshd_listener_pid((str(pid_file),)) is None
     # a stale file naming a process that is gone
     pid_file.write_text("%d\n" % (2 ** 22 + 1))
-    assert system.sshd_listener_pid((str(pid_file),)) is None
-    assert system.sshd_listener_pid((str(tmp_path / "none.pid"),)) is None
+    assert sshd_reload.sshd_listener_pid((str(pid_file),)) is None
+    assert sshd_reload.sshd_listener_pid((str(tmp_path / "none.pid"),)) is None
