@@ -39,7 +39,7 @@ VARIANTS = ("ours", "sample", "waagent", "cloud-init")
 # to measure what the sandbox setup costs at boot under TCG
 EXPERIMENTS = ("ours-nosandbox", "ours-nouserns", "ours-nice", "ours-early", "ours-nopoll")
 # bump when a customize function below changes (it is part of the image cache tag)
-BENCH_LAYER = "3"
+BENCH_LAYER = "4"
 # every unit of ours that runs the agent (the user unit may not be in the harness' list)
 OURS_UNITS = list(h.UNITS) + [u for u in ("azure-firstboot-user.service",) if u not in h.UNITS]
 AGENT_UNITS = {
@@ -124,8 +124,10 @@ def _instrument(root, variant, lf):
                     os.path.join(root, "etc/systemd/system", n + ".service"))
     _write(root, "etc/bench/bench.json", json.dumps({"variant": variant,
                                                     "units": AGENT_UNITS[variant]}) + "\n")
+    for n in ("bench-key.path", "bench-key.target"):
+        shutil.copy(os.path.join(HERE, "guest", n), os.path.join(root, "etc/systemd/system", n))
     h._chroot(root, ["systemctl", "enable", "bench-taskstats.service",
-                     "bench-collect.service"], lf)
+                     "bench-collect.service", "bench-key.path"], lf)
 
 
 def _custom_sample(root, lf):
@@ -356,13 +358,6 @@ class TimedFabric(h.Fabric):
         self.t0_wall = os.stat(self.ready_file).st_mtime
         return r
 
-    def any_request(self):
-        """The guest sent the fabric anything (WireServer or IMDS): its agent started."""
-        try:
-            return os.path.getsize(self.rec) > 0
-        except OSError:
-            return False
-
     def ready_accepted(self):
         """Host time of the first health POST with State Ready that got 200, or None."""
         for r in self.records():
@@ -398,16 +393,51 @@ def parse_bench(serial_text):
         return None
 
 
+class KeySignal(object):
+    """The guest's "admin key written" signal, read from its serial log: bench-key.path
+    (PID 1's own inotify watch on the admin's authorized_keys, no process in the guest)
+    starts bench-key.target, and PID 1 prints "Reached target ... bench-key" on the
+    console (the boot transaction stays open until BENCHGO: bench-collect waits for it,
+    so status lines are still shown). Calling it reads what the log gained since the
+    last call; ``t`` is the host time the line was first seen (None before)."""
+
+    MARK = b"bench-key"
+
+    def __init__(self, serial_log):
+        self.path = serial_log
+        self.pos = 0
+        self.tail = b""
+        self.t = None
+
+    def __call__(self):
+        if self.t is not None:
+            return True
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return False
+        self.pos += len(data)
+        lines = (self.tail + data).split(b"\n")
+        self.tail = lines.pop()  # an incomplete last line is read again next time
+        if any(b"Reached target" in ln and self.MARK in ln for ln in lines):
+            self.t = time.time()
+        return self.t is not None
+
+
 class SshLogin(object):
     """Polls a real SSH login as the admin with the test key through the QEMU hostfwd
     port on 127.0.0.1 (`ssh -o BatchMode=yes ... true`) until the first success: host time
     of that success (the login and `true` completed). Bounded: at most MAX_ATTEMPTS, one
-    at a time. The first attempt waits until the guest's agent sent its first request to
-    the fabric (``started()``: before that no agent has created anything, and an attempt
-    that reaches sshd costs the guest a re-executed sshd and a key exchange, ~0.3 s of
-    CPU under TCG, which slowed ours' DHCP -> Ready by 1-3 s in a first run that polled
-    from QEMU's start). Then an attempt that fails fast (nothing listens on the guest's
-    port 22 yet) is repeated after 0.5 s, one that reached sshd after 1 s."""
+    at a time. The first attempt waits for ``started()``: the guest's signal that the
+    admin's authorized_keys exists (KeySignal; a zero-process watch by PID 1). Before that
+    no login can succeed, and every attempt that reaches sshd costs the guest a
+    re-executed sshd and a key exchange, ~0.3 s of CPU under TCG: polling from QEMU's
+    start slowed ours' DHCP -> Ready by 1-3 s, and polling from the agent's first request
+    to the fabric still by ~1.4 s (ours creates the user before Ready, so those attempts
+    fell right into its critical path). Then an attempt that fails fast (e.g. sshd not
+    started yet) is repeated after 0.5 s, one that reached sshd after 1 s."""
 
     MAX_ATTEMPTS = 400
 
@@ -475,9 +505,13 @@ def measure_boot(image, variant, workdir, name, vm_id, overlay=None, expect_read
     state = {"go": False}
     poll = expect_ready and variant not in NO_USER and variant != "ours-nopoll"
     port = h.free_port() if poll else None
+    serial_log = os.path.join(workdir, name + ".serial.log")
+    if os.path.exists(serial_log):
+        os.unlink(serial_log)  # a stale log of an earlier run would give a false signal
+    key_signal = KeySignal(serial_log)
     with TimedFabric(workdir, scenario(vm_id), name=name + ".fabric") as fab:
         login = SshLogin(port, ADMIN, _key_copy(workdir), timeout,
-                         started=lambda: fab.any_request()) if poll else None
+                         started=key_signal) if poll else None
 
         def stop_when(f):
             if not state["go"] and os.path.exists(report_disk) and \
@@ -506,8 +540,9 @@ def measure_boot(image, variant, workdir, name, vm_id, overlay=None, expect_read
                              if login and login.success_t and ready_t else None)
     if login:
         out["ssh_attempts"] = login.attempts
+        out["boot_to_key_s"] = round(key_signal.t - res.t_start, 3) if key_signal.t else None
         if not login.success_t:
-            out["ssh_last_error"] = login.last
+            out["ssh_last_error"] = login.last or "no admin key signal on the console"
     acks = [p for p in h.dhcp_packets(res.pcap) if p["type"] == "ACK"]
     out["boot_to_dhcp_s"] = round(acks[0]["t"] - res.t_start, 3) if acks else None
     out["boot_to_ready_s"] = round(ready_t - res.t_start, 3) if ready_t else None
