@@ -124,7 +124,7 @@ def _instrument(root, variant, lf):
                     os.path.join(root, "etc/systemd/system", n + ".service"))
     _write(root, "etc/bench/bench.json", json.dumps({"variant": variant,
                                                     "units": AGENT_UNITS[variant]}) + "\n")
-    for n in ("bench-key.path", "bench-key.target"):
+    for n in ("bench-key.path", "bench-key.service"):
         shutil.copy(os.path.join(HERE, "guest", n), os.path.join(root, "etc/systemd/system", n))
     h._chroot(root, ["systemctl", "enable", "bench-taskstats.service",
                      "bench-collect.service", "bench-key.path"], lf)
@@ -395,13 +395,12 @@ def parse_bench(serial_text):
 
 class KeySignal(object):
     """The guest's "admin key written" signal, read from its serial log: bench-key.path
-    (PID 1's own inotify watch on the admin's authorized_keys, no process in the guest)
-    starts bench-key.target, and PID 1 prints "Reached target ... bench-key" on the
-    console (the boot transaction stays open until BENCHGO: bench-collect waits for it,
-    so status lines are still shown). Calling it reads what the log gained since the
-    last call; ``t`` is the host time the line was first seen (None before)."""
+    (PID 1's own inotify watch on the admin's authorized_keys, no process) starts
+    bench-key.service, one /bin/echo of a marker line to ttyS0. Calling it reads what
+    the log gained since the last call; ``t`` is the host time the marker was first seen
+    (None before)."""
 
-    MARK = b"bench-key"
+    MARK = b"=====BENCH-KEY====="
 
     def __init__(self, serial_log):
         self.path = serial_log
@@ -421,7 +420,7 @@ class KeySignal(object):
         self.pos += len(data)
         lines = (self.tail + data).split(b"\n")
         self.tail = lines.pop()  # an incomplete last line is read again next time
-        if any(b"Reached target" in ln and self.MARK in ln for ln in lines):
+        if any(self.MARK in ln for ln in lines):
             self.t = time.time()
         return self.t is not None
 
@@ -431,7 +430,7 @@ class SshLogin(object):
     port on 127.0.0.1 (`ssh -o BatchMode=yes ... true`) until the first success: host time
     of that success (the login and `true` completed). Bounded: at most MAX_ATTEMPTS, one
     at a time. The first attempt waits for ``started()``: the guest's signal that the
-    admin's authorized_keys exists (KeySignal; a zero-process watch by PID 1). Before that
+    admin's authorized_keys exists (KeySignal: PID 1's watch, then one echo). Before that
     no login can succeed, and every attempt that reaches sshd costs the guest a
     re-executed sshd and a key exchange, ~0.3 s of CPU under TCG: polling from QEMU's
     start slowed ours' DHCP -> Ready by 1-3 s, and polling from the agent's first request
@@ -453,6 +452,7 @@ class SshLogin(object):
         self.success_t = None
         self.attempts = 0
         self.last = ""
+        self.errors = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -472,6 +472,8 @@ class SshLogin(object):
             if rc == 0:
                 self.success_t = time.time()
                 return
+            if self.last not in self.errors and len(self.errors) < 4:
+                self.errors.append(self.last)  # why logins failed after the key existed
             self.stop.wait(0.5 if time.time() - t0 < 1.0 else 1.0)
 
     @property
@@ -541,6 +543,7 @@ def measure_boot(image, variant, workdir, name, vm_id, overlay=None, expect_read
     if login:
         out["ssh_attempts"] = login.attempts
         out["boot_to_key_s"] = round(key_signal.t - res.t_start, 3) if key_signal.t else None
+        out["ssh_errors"] = login.errors
         if not login.success_t:
             out["ssh_last_error"] = login.last or "no admin key signal on the console"
     acks = [p for p in h.dhcp_packets(res.pcap) if p["type"] == "ACK"]
