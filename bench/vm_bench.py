@@ -124,8 +124,10 @@ def _instrument(root, variant, lf):
                     os.path.join(root, "etc/systemd/system", n + ".service"))
     _write(root, "etc/bench/bench.json", json.dumps({"variant": variant,
                                                     "units": AGENT_UNITS[variant]}) + "\n")
-    for n in ("bench-key.path", "bench-key.service"):
-        shutil.copy(os.path.join(HERE, "guest", n), os.path.join(root, "etc/systemd/system", n))
+    shutil.copy(os.path.join(HERE, "guest", "bench-key.service"),
+                os.path.join(root, "etc/systemd/system", "bench-key.service"))
+    with open(os.path.join(HERE, "guest", "bench-key.path")) as f:  # the admin's name: ADMIN
+        _write(root, "etc/systemd/system/bench-key.path", f.read().replace("@ADMIN@", ADMIN))
     h._chroot(root, ["systemctl", "enable", "bench-taskstats.service",
                      "bench-collect.service", "bench-key.path"], lf)
 
@@ -507,7 +509,7 @@ def measure_boot(image, variant, workdir, name, vm_id, overlay=None, expect_read
     state = {"go": False}
     poll = expect_ready and variant not in NO_USER and variant != "ours-nopoll"
     port = h.free_port() if poll else None
-    serial_log = os.path.join(workdir, name + ".serial.log")
+    serial_log = h.serial_log_path(workdir, name)
     if os.path.exists(serial_log):
         os.unlink(serial_log)  # a stale log of an earlier run would give a false signal
     key_signal = KeySignal(serial_log)

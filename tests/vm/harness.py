@@ -796,6 +796,11 @@ def qemu_argv(image, overlay, vm_id, serial_log, pcap=None, report_disk=None,
 REPORT_DISK_SIZE = 4 << 20
 
 
+def serial_log_path(workdir, name):
+    """Where boot() has QEMU write the guest's serial console (also read while it runs)."""
+    return os.path.join(workdir, name + ".serial.log")
+
+
 def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET_TAG,
          timeout=300, netns=None, tap=None, stop_when=None, poll=0.5, powerdown_wait=60,
          **qemu_kw):
@@ -808,7 +813,7 @@ def boot(image, workdir, name, vm_id, fabric=None, overlay=None, asset_tag=ASSET
     os.makedirs(workdir, exist_ok=True)
     if overlay is None:
         overlay = new_overlay(image, os.path.join(workdir, name + ".qcow2"))
-    serial_log = os.path.join(workdir, name + ".serial.log")
+    serial_log = serial_log_path(workdir, name)
     pcap = os.path.join(workdir, name + ".pcap")
     report_disk = os.path.join(workdir, name + ".report.raw") if image.instrumented else None
     if report_disk:
